@@ -192,3 +192,8 @@ def broker(pki, tmp_path):
     f = svc.fields()
     yield {"host": "127.0.0.1", "tls_port": int(f["tls"]), "plain_port": int(f["plain"]), "ca": pki["ca_pem"]}
     svc.stop()
+
+
+# Fixtures of the modem emulator and the cloud twin live in their own modules.
+from fixtures_modemsim import *  # noqa: E402,F401,F403
+from fixtures_twin import *  # noqa: E402,F401,F403

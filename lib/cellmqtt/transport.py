@@ -1,0 +1,80 @@
+# The MQTT transport interface: one MQTT session, whatever carries it (the modem's native MQTT client,
+# or our own MQTT client over the modem's TLS socket). The app only ever sees this interface and these errors.
+#
+#   t = driver.mqtt_native(...)  or  MqttClient(driver.tls_socket(...))
+#   t.on_message(cb)                      # cb(topic: str, payload: bytes) -- called from the reader; must not block
+#   await t.connect(host, port, client_id, username, password, keepalive=120, clean=True)
+#   granted = await t.subscribe(topic, qos)
+#   await t.publish(topic, payload, qos)  # returns once the broker acknowledged it (QoS 1) or it was sent (QoS 0)
+#   reason = await t.wait_lost()          # returns the MqttError that ended the session
+#   await t.disconnect()                  # never raises for an already-closed session
+#   t.is_connected(); t.max_payload       # largest payload publish() accepts
+
+
+class MqttError(Exception):
+    """Base of every transport failure. ``code`` is the module's or the broker's own code (or None)."""
+
+    def __init__(self, msg, code=None):
+        super().__init__(msg)
+        self.code = code
+
+
+class ConnectRefused(MqttError):
+    """The broker answered CONNACK with a refusal: 1 protocol, 2 client id, 3 unavailable, 4 bad user/password,
+    5 not authorised (MQTT 3.1.1 section 3.2.2.3)."""
+
+    def credentials(self):
+        return self.code in (4, 5)
+
+
+class NetworkError(MqttError):
+    """The broker could not be reached or the link broke (socket, PDP, module reset)."""
+
+
+class TlsError(NetworkError):
+    """The TLS handshake failed: certificate not trusted/expired, no common cipher, client certificate refused."""
+
+
+class DnsError(NetworkError):
+    """The broker's host name could not be resolved."""
+
+
+class MqttTimeout(MqttError):
+    """No answer within the time the module or protocol allows."""
+
+
+class LinkLost(NetworkError):
+    """An established session ended (``+QMTSTAT``, socket closed, ping timeout, modem reset)."""
+
+
+class PayloadError(MqttError):
+    """The payload or topic cannot be sent on this transport (too long, forbidden bytes, bad characters)."""
+
+
+class SubscribeRefused(MqttError):
+    """The broker refused a subscription (SUBACK 0x80)."""
+
+
+# CONNACK return codes -> words, for messages and logs.
+CONNACK_TEXT = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+
+
+def connack_error(code):
+    return ConnectRefused("broker refused the connection: %s (CONNACK %d)" % (CONNACK_TEXT.get(code, "unknown"), code),
+                          code)
+
+
+# ModemSocket -- a TLS byte stream through the modem (QSSLOPEN), the carrier of mqtt_client.MqttClient.
+# Drivers provide it; it is duck-typed like Transport:
+#   s.max_send                 largest chunk one send command carries (send() splits larger buffers)
+#   s.on_data(cb)              cb(data: bytes) for every received chunk, called from the reader; must not block
+#   s.on_close(cb)             cb(err: MqttError) once, when the peer or the module closed the socket
+#   await s.open(host, port)   raises NetworkError / TlsError / DnsError / MqttTimeout
+#   await s.send(data)         the whole buffer, or raises NetworkError
+#   await s.close()            never raises for an already-closed socket
