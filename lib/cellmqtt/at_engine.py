@@ -1,0 +1,834 @@
+# AT command engine: one never-cancelled reader owns the modem stream; commands are serialised by a lock.
+#
+# The engine knows bytes, framing and matching, nothing about which modem or which cloud:
+# - lines are framed on LF (CR stripped); finals OK / ERROR / +CME ERROR / +CMS ERROR / SEND OK / SEND FAIL;
+# - information lines go to the pending command when they start with its prefix;
+# - URCs (by registered prefix) are dispatched at any moment: before the echo, between echo and OK, between
+#   the lines of a response, while a two-phase result is pending; unknown lines are counted, kept (last few)
+#   and reported, never dropped silently; a final that belongs to no command (a late reply) is reported too;
+# - data modes: the "> " prompt (no newline) and CONNECT, then exactly N bytes or a Ctrl-Z terminated block,
+#   an optional gate delay after the prompt (BC660K-GL ~500 ms), optional 'A' acknowledgements per 1 KB;
+# - length-delimited records (URCs or responses whose payload may hold CR/LF/quotes), via frame functions;
+# - after a timeout the next command first re-synchronises (a command whose information line is mandatory),
+#   so a late reply cannot be taken as the next command's answer;
+# - a wake hook runs before a command after an idle period (modules that lose the first byte after sleep);
+# - secrets given with a command never reach the transcript, the log hook or an exception message.
+#
+# Timeouts bound the *wait* for an answer, never the read: the reader is never cancelled, so no byte is lost.
+import asyncio
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+from cellmqtt.compat import ticks_ms, ticks_diff
+
+_LF = const(10)
+_CR = const(13)
+_GT = const(62)  # '>'
+_PLUS = const(43)  # '+'
+
+# What a command is waiting for (Pending.state)
+_S_ANSWER = const(0)
+_S_PROMPT = const(1)
+_S_ACK = const(2)
+_S_DONE = const(3)
+
+# Finals
+_F_OK = const(1)
+_F_ERROR = const(2)
+_F_CME = const(3)
+_F_CMS = const(4)
+_F_SEND_OK = const(5)
+_F_SEND_FAIL = const(6)
+
+CTRL_Z = b"\x1a"
+ESC = b"\x1b"
+_FORBIDDEN = b'"\r\n\x1a\x1b\x00'
+_KEEP_UNKNOWN = const(8)
+
+
+class AtError(Exception):
+    """Base of every engine error. ``cmd``: the command (secrets redacted); ``code``/``text``: the modem's reason."""
+
+    def __init__(self, msg, cmd=None, code=None, text=None):
+        super().__init__(msg)
+        self.cmd = cmd
+        self.code = code
+        self.text = text
+
+
+class AtCommandError(AtError):
+    """The modem answered ERROR (or a +CME/+CMS error, see subclasses)."""
+
+
+class CmeError(AtCommandError):
+    """+CME ERROR: ``code`` is the number (numeric mode) or None; ``text`` the words (text mode) or None."""
+
+
+class CmsError(AtCommandError):
+    """+CMS ERROR."""
+
+
+class SendFailed(AtCommandError):
+    """SEND FAIL after a data block."""
+
+
+class AtTimeout(AtError):
+    """No answer within the command's time limit."""
+
+
+class AtClosed(AtError):
+    """The stream closed (or the engine was closed); no further command can run."""
+
+
+def quote(value, what="argument"):
+    """Return ``value`` as a quoted AT string argument (bytes), refusing characters that would break the
+    command or switch the modem's mode: '"', CR, LF, Ctrl-Z, Esc, NUL. The error names ``what``, never the
+    value (it may be a secret)."""
+    if isinstance(value, str):
+        value = value.encode()
+    for c in _FORBIDDEN:
+        if value.find(bytes((c,))) >= 0:
+            raise ValueError("%s contains a character not allowed in an AT string (%r)" % (what, chr(c)))
+    return b'"' + value + b'"'
+
+
+def fields(line, start=0):
+    """Split an AT parameter list (bytes) on commas outside double quotes; quotes are removed.
+
+    ``fields(b'+QMTRECV: 0,1,"a/b","x,y"', 10)`` -> [b'0', b'1', b'a/b', b'x,y']. Use it on lines whose
+    payload cannot contain quotes; length-delimited payloads are cut out by the caller."""
+    out = []
+    i = start
+    n = len(line)
+    while i < n and line[i] == 32:
+        i += 1
+    while i <= n:
+        if i < n and line[i] == 34:  # '"'
+            j = line.find(b'"', i + 1)
+            if j < 0:
+                j = n
+            out.append(line[i + 1:j])
+            i = line.find(b",", j)
+            if i < 0:
+                break
+            i += 1
+        else:
+            j = line.find(b",", i)
+            if j < 0:
+                out.append(line[i:].strip())
+                break
+            out.append(line[i:j].strip())
+            i = j + 1
+    return out
+
+
+def redact(data, secrets):
+    """``data`` with every occurrence of each secret replaced by ``***`` (bytes in, bytes out)."""
+    for s in secrets:
+        if s:
+            data = data.replace(s, b"***")
+    return data
+
+
+def _text(b):
+    try:
+        return b.decode()
+    except UnicodeError:
+        return repr(b)
+
+
+def _find_copy(buf, mv, sub, start, end):
+    # For MCU builds whose bytearray has no find(): search a copy of the window (allocates per read).
+    i = bytes(mv[start:end]).find(sub)
+    return i + start if i >= 0 else -1
+
+
+def _find_fast(buf, mv, sub, start, end):
+    return buf.find(sub, start, end)
+
+
+_find = _find_fast if hasattr(bytearray, "find") else _find_copy
+
+
+def _at(buf, r, w, prefix):
+    # buf[r:] starts with prefix? (-1: not enough bytes to tell). No allocation.
+    n = len(prefix)
+    if w - r < n:
+        n = w - r
+        for i in range(n):
+            if buf[r + i] != prefix[i]:
+                return 0
+        return -1
+    for i in range(n):
+        if buf[r + i] != prefix[i]:
+            return 0
+    return 1
+
+
+def frame_line_then_bytes(count_field):
+    """Frame function for '<header>\\r\\n<N raw bytes>' records (BG96 push-mode ``+QSSLURC: "recv",<id>,<len>``,
+    ``+QSSLRECV: <len>``): the byte count is field ``count_field`` of the header line."""
+
+    def frame(buf, mv, start, end, plen):
+        nl = _find(buf, mv, b"\n", start, end)
+        if nl < 0:
+            return -1
+        f = fields(bytes(mv[start + plen:nl]).rstrip(b"\r"))
+        if len(f) <= count_field:
+            return 0
+        try:
+            n = int(f[count_field])
+        except ValueError:
+            return 0
+        return nl + 1 - start + n
+
+    return frame
+
+
+def frame_quoted_len(len_field, scale=1, max_header=320):
+    """Frame function for '<prefix> a,b,...,<len>,"<len raw bytes>"' records on one line (``+QMTRECV`` with
+    length, BC660K-GL ``+QSSLURC: "recv",0,0,<len>,"<data>"``). Field ``len_field`` (0-based, after the prefix)
+    is the length; if that field is not a number followed by ',"', the record is an ordinary line.
+    ``scale``: characters per counted byte (2 for hex data formats)."""
+
+    def frame(buf, mv, start, end, plen):
+        limit = min(end, start + max_header)
+        nl = _find(buf, mv, b"\n", start, limit)
+        i = start + plen
+        for _ in range(len_field):  # skip the fields before the length, quoted ones as a whole
+            while i < limit and buf[i] == 32:
+                i += 1
+            if i < limit and buf[i] == 34:
+                i = _find(buf, mv, b'"', i + 1, limit)
+                if i < 0:
+                    break
+            i = _find(buf, mv, b",", i, limit)
+            if i < 0 or (0 <= nl < i):
+                break
+            i += 1
+        else:
+            j = i
+            n = 0
+            while j < end and 48 <= buf[j] <= 57:
+                n = n * 10 + buf[j] - 48
+                j += 1
+            if j + 1 >= end:
+                return -1
+            if j == i or buf[j] != 44 or buf[j + 1] != 34:
+                return 0
+            return j + 2 - start + n * scale + 1  # + closing quote; the CRLF after it is skipped as framing
+        if nl >= 0 or limit - start >= max_header:
+            return 0  # a plain line: no length field
+        return -1
+
+    return frame
+
+
+class Transcript:
+    """Records both directions with timestamps: ``<ms> > data`` / ``<ms> < line``; non-printables escaped.
+
+    ``write`` is any callable taking a str (a file's write, a list's append). ``Transcript.ring(n)`` keeps only
+    the last n characters in RAM for field debugging (``dump()``). Secrets are redacted by the engine before
+    they get here; ``keys`` additionally masks JSON string values of those keys in received lines (e.g. a
+    device secret pushed by the cloud)."""
+
+    KEYS = (b'"deviceSecret"', b'"productSecret"', b'"password"', b'"secret"')
+
+    def __init__(self, write, clock=ticks_ms, keys=KEYS):
+        self._write = write
+        self._clock = clock
+        self._t0 = clock()
+        self.keys = keys
+        self._ring = None
+
+    @classmethod
+    def ring(cls, size=2048, clock=ticks_ms):
+        t = cls(None, clock)
+        t._ring = []
+        t._ring_size = size
+        t._ring_len = 0
+        t._write = t._ring_add
+        return t
+
+    def _ring_add(self, s):
+        self._ring.append(s)
+        self._ring_len += len(s)
+        while self._ring_len > self._ring_size and len(self._ring) > 1:
+            self._ring_len -= len(self._ring.pop(0))
+
+    def dump(self):
+        return "".join(self._ring) if self._ring is not None else ""
+
+    def _mask(self, data):
+        for k in self.keys:
+            i = data.find(k)
+            while i >= 0:
+                q = data.find(b'"', data.find(b":", i + len(k)) + 1)
+                e = data.find(b'"', q + 1) if q >= 0 else -1
+                if q < 0 or e < 0:
+                    data = data[:i + len(k)] + b':"***"'
+                    break
+                data = data[:q + 1] + b"***" + data[e:]
+                i = data.find(k, q + 5)
+        return data
+
+    def _rec(self, arrow, data):
+        out = []
+        for c in data:
+            if c == 13:
+                out.append("\\r")
+            elif c == 10:
+                out.append("\\n")
+            elif c == 92:
+                out.append("\\\\")
+            elif 32 <= c < 127:
+                out.append(chr(c))
+            else:
+                out.append("\\x%02x" % c)
+        self._write("%d %s %s\n" % (ticks_diff(self._clock(), self._t0), arrow, "".join(out)))
+
+    def tx(self, data):
+        self._rec(">", data)
+
+    def rx(self, data):
+        self._rec("<", self._mask(data))
+
+    def note(self, text):
+        self._write("%d # %s\n" % (ticks_diff(self._clock(), self._t0), text))
+
+
+class StreamPipe:
+    """The engine's byte pipe over a MicroPython stream (machine.UART, or a tty opened by boards/unix).
+
+    The stream must be non-blocking for reads (UART timeout=0; tty with VMIN=VTIME=0)."""
+
+    def __init__(self, stream):
+        self._s = asyncio.StreamReader(stream)
+
+    async def readinto(self, buf):
+        return await self._s.readinto(buf)
+
+    async def write(self, data):
+        self._s.write(data)
+        await self._s.drain()
+
+
+class _Pending:
+    def __init__(self, cmd, prefix, need_info, frame, secrets):
+        self.cmd = cmd
+        self.prefix = prefix
+        self.need_info = need_info
+        self.frame = frame
+        self.secrets = secrets
+        self.lines = []
+        self.echo = True  # the echo of this command may still come (URCs can precede it)
+        self.state = _S_ANSWER
+        self.final = 0
+        self.final_line = None
+        self.data = None
+        self.rx_any = False
+        self.connect = False
+        self.ev = asyncio.Event()
+
+
+class _Waiter:
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.line = None
+        self.error = None
+        self.ev = asyncio.Event()
+
+
+class AtEngine:
+    """The AT engine. ``pipe``: an object with ``async readinto(mv) -> n`` (0 = closed) and ``async write(b)``.
+
+    ``rxbuf``: receive buffer size; the longest line or framed record that can be handled whole.
+    ``transcript``: a Transcript or None. ``log``: callable(str) for engine events (unknown lines, late
+    replies, handler errors) or None. ``resync``: (command, info prefix) sent after a timeout.
+    """
+
+    def __init__(self, pipe, rxbuf=2048, transcript=None, log=None, resync=(b"AT+CMEE?", b"+CMEE:")):
+        self._pipe = pipe
+        self._buf = bytearray(rxbuf)
+        self._mv = memoryview(self._buf)
+        self._r = 0
+        self._w = 0
+        self._skip = 0  # bytes of an oversized record still to discard
+        self._skip_line = False  # discarding an overlong line up to its LF
+        self._urcs = []  # [(prefix, handler, frame)]
+        self._frames = []  # [(prefix, frame)] subset with a frame function, checked at record start
+        self._waiters = []
+        self._pending = None
+        self._lock = asyncio.Lock()
+        self._task = None
+        self.closed = None  # the AtClosed error once the stream has closed
+        self.transcript = transcript
+        self.log = log
+        self._resync = resync
+        self._desync = False
+        self.echo = None  # True once an echo was seen; drivers set False after ATE0
+        self.wake = None  # async fn(engine) run before a command after wake_idle_ms of silence
+        self.wake_idle_ms = 0
+        self._last_io = ticks_ms()
+        self.unknown = []  # last few unknown lines (bytes)
+        self.unknown_count = 0
+        self.late_count = 0
+        self.lines_count = 0
+        self.errors = 0  # URC handler exceptions
+        self.on_unknown = None  # callable(line) for lines nobody claimed
+
+    # ---- registration ------------------------------------------------------------------------------------
+
+    def urc(self, prefix, handler, frame=None):
+        """Call ``handler(record: bytes)`` for every unsolicited line starting with ``prefix``. With ``frame``
+        (see frame_quoted_len / frame_line_then_bytes) the record is cut by length and may hold CR/LF."""
+        self._urcs.append((prefix, handler, frame))
+        if frame is not None:
+            self._frames.append((prefix, frame))
+
+    def start(self):
+        """Start the reader task (needs a running event loop; cmd() calls it when needed)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._reader())
+
+    # ---- the reader --------------------------------------------------------------------------------------
+
+    async def _reader(self):
+        mv = self._mv
+        size = len(self._buf)
+        while True:
+            if self._w == size:
+                if self._r:
+                    self._compact()
+                else:
+                    self._overflow()
+            try:
+                n = await self._pipe.readinto(mv[self._w:])
+            except OSError as e:
+                self._close("stream error: %r" % e)
+                return
+            if not n:
+                self._close("stream closed")
+                return
+            self._w += n
+            self._last_io = ticks_ms()
+            if self._pending is not None:
+                self._pending.rx_any = True
+            try:
+                self._process()
+            except Exception as e:  # a bug in framing must not kill the reader: report, drop the buffer
+                self._report("reader error %r; %d buffered bytes dropped" % (e, self._w - self._r))
+                self._r = self._w = 0
+
+    def _overflow(self):
+        # The buffer is full of one unfinished line: report it and discard up to its end.
+        self._report("line longer than %d bytes discarded" % len(self._buf))
+        if self.transcript:
+            self.transcript.rx(bytes(self._mv[self._r:self._r + 64]) + b"...")
+        self.unknown_count += 1
+        self._r = self._w = 0
+        self._skip_line = True
+
+    def _process(self):
+        buf = self._buf
+        mv = self._mv
+        while True:
+            r = self._r
+            w = self._w
+            if r >= w:
+                self._r = self._w = 0
+                return
+            if self._skip:
+                k = min(self._skip, w - r)
+                self._skip -= k
+                self._r = r + k
+                continue
+            if self._skip_line:
+                nl = _find(buf, mv, b"\n", r, w)
+                if nl < 0:
+                    self._r = self._w = 0
+                    return
+                self._skip_line = False
+                self._r = nl + 1
+                continue
+            c = buf[r]
+            if c == _CR or c == _LF or c == 0 or c == 0xFF:  # framing, and NUL/0xFF glitches from (re)boot
+                self._r = r + 1
+                continue
+            p = self._pending
+            if p is not None:
+                if p.state == _S_PROMPT and c == _GT and not p.connect:
+                    self._r = r + 2 if r + 1 < w and buf[r + 1] == 32 else r + 1
+                    if self.transcript:
+                        self.transcript.rx(b"> ")
+                    p.state = _S_ANSWER
+                    p.ev.set()
+                    continue
+                if p.state == _S_ACK and c == 65:  # 'A': 1 KB received (QFUPL ack mode)
+                    self._r = r + 1
+                    p.state = _S_ANSWER
+                    p.ev.set()
+                    continue
+            if c == _PLUS and (self._frames or (p is not None and p.frame is not None)):
+                n = self._framed(r, w, p)
+                if n < 0:
+                    break  # need more bytes
+                if n > 0:
+                    continue
+            nl = _find(buf, mv, b"\n", r, w)
+            if nl < 0:
+                break
+            e = nl
+            while e > r and buf[e - 1] == _CR:
+                e -= 1
+            self._r = nl + 1
+            self._line(r, e)
+        # keep the unfinished tail; move it to the front when that is a cheap non-overlapping copy
+        if self._r and self._w - self._r <= self._r:
+            self._compact()
+
+    def _compact(self):
+        r = self._r
+        n = self._w - r
+        if n <= r:
+            self._mv[0:n] = self._mv[r:r + n]
+        else:
+            self._buf[0:n] = bytes(self._mv[r:r + n])  # overlapping move: through a temporary (rare)
+        self._r = 0
+        self._w = n
+
+    def _framed(self, r, w, p):
+        # A record at r that a frame function may cut by length. Returns -1 need more, 0 not framed, >0 done.
+        mv = self._mv
+        cands = self._frames
+        if p is not None and p.frame is not None:
+            cands = [(p.prefix, p.frame)] + cands
+        for prefix, frame in cands:
+            m = _at(self._buf, r, w, prefix)
+            if m < 0:
+                return -1
+            if not m:
+                continue
+            total = frame(self._buf, mv, r, w, len(prefix))
+            if total <= 0:
+                return total
+            if total > len(self._buf):
+                self._report("record of %d bytes is larger than the %d-byte buffer; discarded" % (total, len(self._buf)))
+                self.unknown_count += 1
+                self._skip = total
+                return 1
+            if w - r < total:
+                return -1
+            self._r = r + total
+            self._record(bytes(mv[r:r + total]))
+            return 1
+        return 0
+
+    # ---- line classification -----------------------------------------------------------------------------
+
+    def _line(self, r, e):
+        buf = self._buf
+        n = e - r
+        self.lines_count += 1
+        p = self._pending
+        c = buf[r]
+        # Finals are recognised in place, without allocating.
+        final = 0
+        if c == 79 and n == 2 and buf[r + 1] == 75:  # OK
+            final = _F_OK
+        elif c == 69 and n == 5 and buf[r + 1] == 82 and buf[r + 4] == 82:  # ERROR
+            final = _F_ERROR
+        elif c == 83 and (n == 7 or n == 9) and buf[r + 1] == 69 and buf[r + 4] == 32:  # SEND OK / SEND FAIL
+            final = _F_SEND_OK if n == 7 else _F_SEND_FAIL
+        if final:
+            if self.transcript:
+                self.transcript.rx(bytes(self._mv[r:e]))
+            self._final(p, final, None)
+            return
+        if p is not None and p.echo:
+            k = len(p.cmd)
+            if (n == k or (n > k and buf[r + k] == _CR)) and self._mv[r:r + k] == p.cmd:
+                p.echo = n > k  # glued echoes (a repeated probe): the rest may be the same echo again
+                self.echo = True
+                if self.transcript:
+                    self.transcript.rx(redact(p.cmd, p.secrets))
+                r += k  # an echo glued to more bytes by a lone CR (repeated echoes): the rest is a line
+                while r < e and buf[r] == _CR:
+                    r += 1
+                if r < e:
+                    self._line(r, e)
+                return
+        self._record(bytes(self._mv[r:e]))
+
+    def _record(self, line):
+        # A line (or framed record) that is not a bare final: +CME/+CMS, information, URC, echo of data, unknown.
+        p = self._pending
+        if self.transcript:
+            self.transcript.rx(redact(line, p.secrets) if p is not None else line)
+        if line[0] == _PLUS:
+            if line.startswith(b"+CME ERROR:"):
+                self._final(p, _F_CME, line)
+                return
+            if line.startswith(b"+CMS ERROR:"):
+                self._final(p, _F_CMS, line)
+                return
+        if p is not None:
+            if p.state == _S_PROMPT and p.connect and line.startswith(b"CONNECT"):
+                p.state = _S_ANSWER
+                p.ev.set()
+                return
+            if p.prefix and line.startswith(p.prefix):
+                p.lines.append(line)
+                return
+            if p.data is not None and self.echo is not False and line in p.data:
+                return  # the module echoing the data block
+        for w in self._waiters:
+            if w.line is None and line.startswith(w.prefix):
+                w.line = line
+                w.ev.set()
+                return
+        for prefix, handler, _ in self._urcs:
+            if line.startswith(prefix):
+                try:
+                    handler(line)
+                except Exception as e:  # a handler bug must not stop the reader
+                    self.errors += 1
+                    self._report("URC handler for %s failed: %r" % (_text(prefix), e))
+                return
+        if p is not None and p.prefix == b"":
+            p.lines.append(line)
+            return
+        self._unknown(line)
+
+    def _final(self, p, kind, line):
+        if p is None or p.state == _S_DONE:
+            self.late_count += 1
+            self._report("late reply with no command waiting: %s" % (_text(line) if line else ("OK", "ERROR", "", "", "SEND OK", "SEND FAIL")[kind - 1]))
+            return
+        if kind == _F_OK and (p.state != _S_ANSWER or (p.need_info and not p.lines)):
+            # A data command answers its prompt (or an error) first, and a command with a mandatory
+            # information line prints it before OK: this OK belongs to an earlier command.
+            self.late_count += 1
+            self._report("OK before %s: taken as a late reply" % ("the prompt" if p.state != _S_ANSWER else _text(p.prefix)))
+            return
+        p.final = kind
+        p.final_line = line
+        p.state = _S_DONE
+        p.ev.set()
+
+    def _unknown(self, line):
+        self.unknown_count += 1
+        self.unknown.append(line)
+        if len(self.unknown) > _KEEP_UNKNOWN:
+            self.unknown.pop(0)
+        if self.on_unknown is not None:
+            try:
+                self.on_unknown(line)
+            except Exception as e:
+                self.errors += 1
+                self._report("on_unknown failed: %r" % e)
+        else:
+            self._report("unknown line: %s" % _text(line[:80]))
+
+    def _report(self, msg):
+        if self.transcript:
+            self.transcript.note(msg)
+        if self.log is not None:
+            self.log(msg)
+
+    def _close(self, why):
+        self.closed = AtClosed("AT stream closed: " + why)
+        self._report(why)
+        p = self._pending
+        if p is not None:
+            p.state = _S_DONE
+            p.ev.set()
+        for w in self._waiters:
+            w.error = self.closed
+            w.ev.set()
+
+    # ---- commands ----------------------------------------------------------------------------------------
+
+    async def cmd(self, command, prefix=None, timeout_ms=300, data=None, ctrlz=False, connect=False, gate_ms=0,
+                  ack=0, data_timeout_ms=None, need_info=False, frame=None, secrets=(), secret_data=False, retry=0):
+        """Send ``command`` (bytes, no CR) and return its information lines (list of bytes).
+
+        prefix      information lines start with this (b"+CSQ:"); b"" takes every line no URC claims.
+        need_info   an OK before the first information line is a late reply, not this command's answer.
+        data        a data-mode block sent after the "> " prompt (or CONNECT with ``connect``): exactly these
+                    bytes, followed by Ctrl-Z when ``ctrlz`` (then data must not contain Ctrl-Z or Esc).
+        gate_ms     wait this long after the prompt before sending data (BC660K-GL needs ~500 ms).
+        ack         send data in blocks of this size, waiting for the module's 'A' after each (QFUPL ack mode).
+        frame       frame function for information lines that carry raw bytes (see frame_line_then_bytes).
+        secrets     byte strings to redact from the transcript, the log and errors; ``secret_data`` hides the
+                    data block's content from the transcript.
+        retry       resend this many times when the module stayed completely silent (a lost first byte).
+        Raises AtCommandError/CmeError/CmsError/SendFailed with the modem's reason, AtTimeout, AtClosed.
+        """
+        if isinstance(command, str):
+            command = command.encode()
+        if ctrlz and data is not None and (data.find(CTRL_Z) >= 0 or data.find(ESC) >= 0):
+            raise ValueError("data holds Ctrl-Z or Esc: it cannot be sent in the Ctrl-Z form")
+        if self.closed:
+            raise self.closed
+        self.start()
+        async with self._lock:
+            if self.wake is not None and self.wake_idle_ms and ticks_diff(ticks_ms(), self._last_io) >= self.wake_idle_ms:
+                await self.wake(self)
+            if self._desync:
+                await self._resync_locked()
+            while True:
+                p = await self._run(command, prefix, timeout_ms, data, ctrlz, connect, gate_ms, ack, data_timeout_ms,
+                                    need_info, frame, secrets, secret_data)
+                if p.final or p.rx_any or retry <= 0 or self.closed:
+                    break
+                retry -= 1
+                self._report("no answer at all to %s: retrying" % _text(redact(command, secrets)))
+                if self.wake is not None:
+                    await self.wake(self)
+        return self._result(p, command, secrets, timeout_ms)
+
+    async def raw_cmd(self, command, prefix=None, timeout_ms=300, need_info=False):
+        """cmd() for a wake hook or a probe: no wake, no resync, and a timeout does not mark the link out of
+        step. Call only while holding the engine (from ``wake``) or when no other task can send."""
+        p = await self._run(command, prefix, timeout_ms, None, False, False, 0, 0, None, need_info, None, (), False)
+        return self._result(p, command, (), timeout_ms, mark=False)
+
+    async def _resync_locked(self):
+        cmd, prefix = self._resync
+        for _ in range(3):
+            p = await self._run(cmd, prefix, 1000, None, False, False, 0, 0, None, True, None, (), False)
+            if p.final == _F_OK:
+                self._desync = False
+                return
+            if self.closed:
+                raise self.closed
+        raise AtTimeout("modem out of step: no answer to %s" % _text(cmd), _text(cmd))
+
+    async def _run(self, command, prefix, timeout_ms, data, ctrlz, connect, gate_ms, ack, data_timeout_ms,
+                   need_info, frame, secrets, secret_data):
+        p = _Pending(command, prefix, need_info, frame, secrets)
+        if data is not None:
+            p.state = _S_PROMPT
+            p.connect = connect
+        self._pending = p
+        try:
+            await self._send(command + b"\r", secrets)
+            if data is not None:
+                if not await self._wait(p, timeout_ms) or p.final:
+                    return p  # timed out, or an error instead of the prompt
+                if gate_ms:
+                    await asyncio.sleep(gate_ms / 1000)
+                p.data = data
+                await self._send_data(p, data, ctrlz, ack, secret_data, data_timeout_ms or timeout_ms)
+                if p.final:
+                    return p
+                await self._wait(p, data_timeout_ms or timeout_ms)
+            else:
+                await self._wait(p, timeout_ms)
+            return p
+        finally:
+            self._pending = None
+            p.state = _S_DONE
+
+    async def _wait(self, p, timeout_ms):
+        try:
+            await asyncio.wait_for(p.ev.wait(), timeout_ms / 1000)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            p.ev.clear()
+        return True
+
+    async def _send(self, data, secrets=()):
+        if self.transcript:
+            self.transcript.tx(redact(data, secrets))
+        self._last_io = ticks_ms()
+        await self._pipe.write(data)
+
+    async def _send_data(self, p, data, ctrlz, ack, secret, timeout_ms):
+        if self.transcript:
+            self.transcript.tx(b"<%d bytes, secret>" % len(data) if secret else redact(data, p.secrets))
+        self._last_io = ticks_ms()
+        if ack:
+            mv = memoryview(data)
+            for i in range(0, len(data), ack):
+                if i:
+                    p.state = _S_ACK
+                    if not await self._wait(p, timeout_ms) or p.final:
+                        return
+                await self._pipe.write(mv[i:i + ack])
+        else:
+            await self._pipe.write(data)
+        if ctrlz:
+            await self._pipe.write(CTRL_Z)
+
+    def _result(self, p, command, secrets, timeout_ms, mark=True):
+        if p.final == _F_OK or p.final == _F_SEND_OK:
+            return p.lines
+        shown = _text(redact(command, secrets))
+        if self.closed and not p.final:
+            raise AtClosed("%s: %s" % (shown, self.closed), shown)
+        if not p.final:
+            if mark:
+                self._desync = True
+            raise AtTimeout("%s: no answer in %d ms" % (shown, timeout_ms), shown)
+        line = p.final_line
+        if p.final == _F_ERROR:
+            raise AtCommandError("%s: ERROR" % shown, shown)
+        if p.final == _F_SEND_FAIL:
+            raise SendFailed("%s: SEND FAIL" % shown, shown)
+        arg = redact(line[11:].strip(), secrets)
+        code = text = None
+        try:
+            code = int(arg)
+        except ValueError:
+            text = _text(arg)
+        cls = CmeError if p.final == _F_CME else CmsError
+        raise cls("%s: %s" % (shown, _text(redact(line, secrets))), shown, code, text)
+
+    # ---- two-phase commands and URC waits ----------------------------------------------------------------
+
+    def expect(self, prefix):
+        """Register a one-shot wait for the next unsolicited line starting with ``prefix`` (before sending the
+        command that causes it, so it cannot be missed). Await it with ``wait(w, timeout_ms)``."""
+        w = _Waiter(prefix)
+        self._waiters.append(w)
+        return w
+
+    async def wait(self, w, timeout_ms):
+        try:
+            if w.line is None and w.error is None:
+                try:
+                    await asyncio.wait_for(w.ev.wait(), timeout_ms / 1000)
+                except asyncio.TimeoutError:
+                    raise AtTimeout("no %s within %d ms" % (_text(w.prefix), timeout_ms)) from None
+            if w.error is not None:
+                raise w.error
+            return w.line
+        finally:
+            self.cancel(w)
+
+    def cancel(self, w):
+        if w in self._waiters:
+            self._waiters.remove(w)
+
+    async def cmd_result(self, command, result_prefix, timeout_ms=300, result_timeout_ms=15000, **kw):
+        """A two-phase command: OK now, the result later as a line starting with ``result_prefix`` (e.g.
+        ``+QMTOPEN: 0,``). Returns (information lines, result line). The command lock is released while the
+        result is awaited, so other commands can run meanwhile."""
+        w = self.expect(result_prefix)
+        try:
+            lines = await self.cmd(command, timeout_ms=timeout_ms, **kw)
+        except BaseException:
+            self.cancel(w)
+            raise
+        return lines, await self.wait(w, result_timeout_ms)
+
+    async def wait_urc(self, prefix, timeout_ms):
+        """Wait for the next unsolicited line starting with ``prefix`` (e.g. b"RDY")."""
+        return await self.wait(self.expect(prefix), timeout_ms)
