@@ -169,63 +169,25 @@ def _at(buf, r, w, prefix):
     return 1
 
 
+_FR_LINE = const(1)
+_FR_QUOTED = const(2)
+
+
 def frame_line_then_bytes(count_field):
-    """Frame function for '<header>\\r\\n<N raw bytes>' records (BG96 push-mode ``+QSSLURC: "recv",<id>,<len>``,
+    """Frame spec for '<header>\r\n<N raw bytes>' records (BG96 push-mode ``+QSSLURC: "recv",<id>,<len>``,
     ``+QSSLRECV: <len>``): the byte count is field ``count_field`` of the header line."""
-
-    def frame(buf, mv, start, end, plen):
-        nl = _find(buf, mv, b"\n", start, end)
-        if nl < 0:
-            return -1
-        f = fields(bytes(mv[start + plen:nl]).rstrip(b"\r"))
-        if len(f) <= count_field:
-            return 0
-        try:
-            n = int(f[count_field])
-        except ValueError:
-            return 0
-        return nl + 1 - start + n
-
-    return frame
+    return (_FR_LINE, count_field, 1)
 
 
-def frame_quoted_len(len_field, scale=1, max_header=320):
-    """Frame function for '<prefix> a,b,...,<len>,"<len raw bytes>"' records on one line (``+QMTRECV`` with
+def frame_quoted_len(len_field, scale=1):
+    """Frame spec for '<prefix> a,b,...,<len>,"<len raw bytes>"' records on one line (``+QMTRECV`` with
     length, BC660K-GL ``+QSSLURC: "recv",0,0,<len>,"<data>"``). Field ``len_field`` (0-based, after the prefix)
     is the length; if that field is not a number followed by ',"', the record is an ordinary line.
     ``scale``: characters per counted byte (2 for hex data formats)."""
+    return (_FR_QUOTED, len_field, scale)
 
-    def frame(buf, mv, start, end, plen):
-        limit = min(end, start + max_header)
-        nl = _find(buf, mv, b"\n", start, limit)
-        i = start + plen
-        for _ in range(len_field):  # skip the fields before the length, quoted ones as a whole
-            while i < limit and buf[i] == 32:
-                i += 1
-            if i < limit and buf[i] == 34:
-                i = _find(buf, mv, b'"', i + 1, limit)
-                if i < 0:
-                    break
-            i = _find(buf, mv, b",", i, limit)
-            if i < 0 or (0 <= nl < i):
-                break
-            i += 1
-        else:
-            j = i
-            n = 0
-            while j < end and 48 <= buf[j] <= 57:
-                n = n * 10 + buf[j] - 48
-                j += 1
-            if j + 1 >= end:
-                return -1
-            if j == i or buf[j] != 44 or buf[j + 1] != 34:
-                return 0
-            return j + 2 - start + n * scale + 1  # + closing quote; the CRLF after it is skipped as framing
-        if nl >= 0 or limit - start >= max_header:
-            return 0  # a plain line: no length field
-        return -1
 
-    return frame
+_MAX_HEADER = const(320)  # the longest header a framed record may have before its payload
 
 
 class Transcript:
@@ -362,6 +324,8 @@ class AtEngine:
         self._urcs = []  # [(prefix, handler, frame)]
         self._frames = []  # [(prefix, frame)] subset with a frame function, checked at record start
         self._waiters = []
+        self._proc = self._processor()
+        next(self._proc)
         self._pending = None
         self._lock = asyncio.Lock()
         self._task = None
@@ -419,10 +383,12 @@ class AtEngine:
             if self._pending is not None:
                 self._pending.rx_any = True
             try:
-                self._process()
+                self._proc.send(None)
             except Exception as e:  # a bug in framing must not kill the reader: report, drop the buffer
                 self._report("reader error %r; %d buffered bytes dropped" % (e, self._w - self._r))
                 self._r = self._w = 0
+                self._proc = self._processor()
+                next(self._proc)
 
     def _overflow(self):
         # The buffer is full of one unfinished line: report it and discard up to its end.
@@ -433,63 +399,203 @@ class AtEngine:
         self._r = self._w = 0
         self._skip_line = True
 
-    def _process(self):
+    def _processor(self):
+        # Frames and dispatches everything buffered between _r and _w, then yields until the next read.
+        # One long-lived generator, resumed with send(): MicroPython heap-allocates the frame of any larger
+        # function *per call*, so the per-line work is inline here and calls only small helpers.
         buf = self._buf
         mv = self._mv
         while True:
-            r = self._r
-            w = self._w
-            if r >= w:
-                self._r = self._w = 0
-                return
-            if self._skip:
-                k = min(self._skip, w - r)
-                self._skip -= k
-                self._r = r + k
-                continue
-            if self._skip_line:
-                nl = _find(buf, mv, b"\n", r, w)
-                if nl < 0:
+            yield
+            while True:
+                r = self._r
+                w = self._w
+                if r >= w:
                     self._r = self._w = 0
-                    return
-                self._skip_line = False
-                self._r = nl + 1
-                continue
-            c = buf[r]
-            if c == _CR or c == _LF or c == 0 or c == 0xFF:  # framing, and NUL/0xFF glitches from (re)boot
-                self._r = r + 1
-                continue
-            p = self._pending
-            if p is not None:
-                if p.state == _S_PROMPT and c == _GT and not p.connect:
-                    self._r = r + 2 if r + 1 < w and buf[r + 1] == 32 else r + 1
-                    if self.transcript:
-                        self.transcript.rx(b"> ")
-                    p.state = _S_ANSWER
-                    p.ev.set()
+                    break
+                if self._skip:
+                    k = min(self._skip, w - r)
+                    self._skip -= k
+                    self._r = r + k
                     continue
-                if p.state == _S_ACK and c == 65:  # 'A': 1 KB received (QFUPL ack mode)
+                if self._skip_line:
+                    nl = _find(buf, mv, b"\n", r, w)
+                    if nl < 0:
+                        self._r = self._w = 0
+                        break
+                    self._skip_line = False
+                    self._r = nl + 1
+                    continue
+                c = buf[r]
+                if c == _CR or c == _LF or c == 0 or c == 0xFF:  # framing, and NUL/0xFF glitches from (re)boot
                     self._r = r + 1
-                    p.state = _S_ANSWER
-                    p.ev.set()
                     continue
-            if c == _PLUS and (self._frames or (p is not None and p.frame is not None)):
-                n = self._framed(r, w, p)
-                if n < 0:
-                    break  # need more bytes
-                if n > 0:
+                p = self._pending
+                if p is not None:
+                    if p.state == _S_PROMPT and c == _GT and not p.connect:
+                        self._r = r + 2 if r + 1 < w and buf[r + 1] == 32 else r + 1
+                        if self.transcript:
+                            self.transcript.rx(b"> ")
+                        p.state = _S_ANSWER
+                        p.ev.set()
+                        continue
+                    if p.state == _S_ACK and c == 65:  # 'A': 1 KB received (QFUPL ack mode)
+                        self._r = r + 1
+                        p.state = _S_ANSWER
+                        p.ev.set()
+                        continue
+                line = None
+                if c == _PLUS and (self._frames or (p is not None and p.frame is not None)):
+                    # a record a frame function may cut by length (its payload may hold CR/LF)
+                    total = 0
+                    frame = None
+                    if p is not None and p.frame is not None:
+                        m = _at(buf, r, w, p.prefix)
+                        if m < 0:
+                            break
+                        if m:
+                            frame = p.frame
+                            plen = len(p.prefix)
+                    if frame is None:
+                        for prefix, f in self._frames:
+                            m = _at(buf, r, w, prefix)
+                            if m < 0:
+                                break
+                            if m:
+                                frame = f
+                                plen = len(prefix)
+                                break
+                        if m < 0:
+                            break  # need more bytes to tell
+                    if frame is not None:
+                        # header: skip `field` comma-separated fields (quoted ones whole), read the number
+                        kind, field, scale = frame
+                        limit = min(w, r + _MAX_HEADER)
+                        nl = _find(buf, mv, b"\n", r, limit)
+                        i = r + plen
+                        while field and i < limit:
+                            while i < limit and buf[i] == 32:
+                                i += 1
+                            if i < limit and buf[i] == 34:
+                                i = _find(buf, mv, b'"', i + 1, limit)
+                                if i < 0:
+                                    break
+                            i = _find(buf, mv, b",", i, limit)
+                            if i < 0 or 0 <= nl < i:
+                                break
+                            i += 1
+                            field -= 1
+                        if field:
+                            total = 0 if nl >= 0 or limit - r >= _MAX_HEADER else -1  # no such field: a line
+                        else:
+                            while i < limit and buf[i] == 32:
+                                i += 1
+                            j = i
+                            n = 0
+                            while j < w and 48 <= buf[j] <= 57:
+                                n = n * 10 + buf[j] - 48
+                                j += 1
+                            if kind == _FR_QUOTED:
+                                if j + 1 >= w:
+                                    total = -1
+                                elif j == i or buf[j] != 44 or buf[j + 1] != 34:
+                                    total = 0
+                                else:  # + the closing quote; the CRLF after it is skipped as framing
+                                    total = j + 2 - r + n * scale + 1
+                            elif nl < 0:
+                                total = -1 if limit - r < _MAX_HEADER else 0
+                            elif j == i or _find(buf, mv, b",", j, nl) >= 0:
+                                total = 0
+                            else:
+                                total = nl + 1 - r + n
+                        if total < 0:
+                            break
+                        if total > len(buf):
+                            self._report("record of %d bytes is larger than the %d-byte buffer; discarded" % (total, len(buf)))
+                            self.unknown_count += 1
+                            self._skip = total
+                            continue
+                        if total and w - r < total:
+                            break
+                        if total:
+                            self._r = r + total
+                            line = bytes(mv[r:r + total])
+                            self.lines_count += 1
+                if line is None:
+                    nl = _find(buf, mv, b"\n", r, w)
+                    if nl < 0:
+                        break
+                    e = nl
+                    while e > r and buf[e - 1] == _CR:
+                        e -= 1
+                    self._r = nl + 1
+                    self.lines_count += 1
+                    n = e - r
+                    # bare finals are recognised in place, without allocating
+                    final = 0
+                    if c == 79 and n == 2 and buf[r + 1] == 75:  # OK
+                        final = _F_OK
+                    elif c == 69 and n == 5 and buf[r + 1] == 82 and buf[r + 4] == 82:  # ERROR
+                        final = _F_ERROR
+                    elif c == 83 and (n == 7 or n == 9) and buf[r + 1] == 69 and buf[r + 4] == 32:  # SEND OK/FAIL
+                        final = _F_SEND_OK if n == 7 else _F_SEND_FAIL
+                    if final:
+                        if self.transcript:
+                            self.transcript.rx(bytes(mv[r:e]))
+                        self._final(p, final, None)
+                        continue
+                    if p is not None and p.echo:
+                        k = len(p.cmd)
+                        if (n == k or (n > k and buf[r + k] == _CR)) and mv[r:r + k] == p.cmd:
+                            p.echo = n > k  # glued echoes (a repeated probe): the rest may be this echo again
+                            self.echo = True
+                            if self.transcript:
+                                self.transcript.rx(redact(p.cmd, p.secrets))
+                            if n > k:
+                                self._r = r + k  # the rest up to the LF is framed again as a line
+                            continue
+                    line = bytes(mv[r:e])
+                # ---- a line or framed record that is not a bare final ----
+                if self.transcript:
+                    self.transcript.rx(redact(line, p.secrets) if p is not None else line)
+                if c == _PLUS and (line.startswith(b"+CME ERROR:") or line.startswith(b"+CMS ERROR:")):
+                    self._final(p, _F_CME if line[3] == 69 else _F_CMS, line)
                     continue
-            nl = _find(buf, mv, b"\n", r, w)
-            if nl < 0:
-                break
-            e = nl
-            while e > r and buf[e - 1] == _CR:
-                e -= 1
-            self._r = nl + 1
-            self._line(r, e)
-        # keep the unfinished tail; move it to the front when that is a cheap non-overlapping copy
-        if self._r and self._w - self._r <= self._r:
-            self._compact()
+                if p is not None:
+                    if p.state == _S_PROMPT and p.connect and line.startswith(b"CONNECT"):
+                        p.state = _S_ANSWER
+                        p.ev.set()
+                        continue
+                    if p.prefix and line.startswith(p.prefix):
+                        p.lines.append(line)
+                        continue
+                    if p.data is not None and self.echo is not False and line in p.data:
+                        continue  # the module echoing the data block
+                claimed = False
+                for wt in self._waiters:
+                    if wt.line is None and line.startswith(wt.prefix):
+                        wt.line = line
+                        wt.ev.set()
+                        claimed = True
+                        break
+                if not claimed:
+                    for prefix, handler, _ in self._urcs:
+                        if line.startswith(prefix):
+                            claimed = True
+                            try:
+                                handler(line)
+                            except Exception as ex:  # a handler bug must not stop the reader
+                                self.errors += 1
+                                self._report("URC handler for %s failed: %r" % (_text(prefix), ex))
+                            break
+                if not claimed:
+                    if p is not None and p.prefix == b"":
+                        p.lines.append(line)
+                    else:
+                        self._unknown(line)
+            # keep the unfinished tail; move it to the front when that is a cheap non-overlapping copy
+            if self._r and self._w - self._r <= self._r:
+                self._compact()
 
     def _compact(self):
         r = self._r
@@ -500,109 +606,6 @@ class AtEngine:
             self._buf[0:n] = bytes(self._mv[r:r + n])  # overlapping move: through a temporary (rare)
         self._r = 0
         self._w = n
-
-    def _framed(self, r, w, p):
-        # A record at r that a frame function may cut by length. Returns -1 need more, 0 not framed, >0 done.
-        mv = self._mv
-        cands = self._frames
-        if p is not None and p.frame is not None:
-            cands = [(p.prefix, p.frame)] + cands
-        for prefix, frame in cands:
-            m = _at(self._buf, r, w, prefix)
-            if m < 0:
-                return -1
-            if not m:
-                continue
-            total = frame(self._buf, mv, r, w, len(prefix))
-            if total <= 0:
-                return total
-            if total > len(self._buf):
-                self._report("record of %d bytes is larger than the %d-byte buffer; discarded" % (total, len(self._buf)))
-                self.unknown_count += 1
-                self._skip = total
-                return 1
-            if w - r < total:
-                return -1
-            self._r = r + total
-            self._record(bytes(mv[r:r + total]))
-            return 1
-        return 0
-
-    # ---- line classification -----------------------------------------------------------------------------
-
-    def _line(self, r, e):
-        buf = self._buf
-        n = e - r
-        self.lines_count += 1
-        p = self._pending
-        c = buf[r]
-        # Finals are recognised in place, without allocating.
-        final = 0
-        if c == 79 and n == 2 and buf[r + 1] == 75:  # OK
-            final = _F_OK
-        elif c == 69 and n == 5 and buf[r + 1] == 82 and buf[r + 4] == 82:  # ERROR
-            final = _F_ERROR
-        elif c == 83 and (n == 7 or n == 9) and buf[r + 1] == 69 and buf[r + 4] == 32:  # SEND OK / SEND FAIL
-            final = _F_SEND_OK if n == 7 else _F_SEND_FAIL
-        if final:
-            if self.transcript:
-                self.transcript.rx(bytes(self._mv[r:e]))
-            self._final(p, final, None)
-            return
-        if p is not None and p.echo:
-            k = len(p.cmd)
-            if (n == k or (n > k and buf[r + k] == _CR)) and self._mv[r:r + k] == p.cmd:
-                p.echo = n > k  # glued echoes (a repeated probe): the rest may be the same echo again
-                self.echo = True
-                if self.transcript:
-                    self.transcript.rx(redact(p.cmd, p.secrets))
-                r += k  # an echo glued to more bytes by a lone CR (repeated echoes): the rest is a line
-                while r < e and buf[r] == _CR:
-                    r += 1
-                if r < e:
-                    self._line(r, e)
-                return
-        self._record(bytes(self._mv[r:e]))
-
-    def _record(self, line):
-        # A line (or framed record) that is not a bare final: +CME/+CMS, information, URC, echo of data, unknown.
-        p = self._pending
-        if self.transcript:
-            self.transcript.rx(redact(line, p.secrets) if p is not None else line)
-        if line[0] == _PLUS:
-            if line.startswith(b"+CME ERROR:"):
-                self._final(p, _F_CME, line)
-                return
-            if line.startswith(b"+CMS ERROR:"):
-                self._final(p, _F_CMS, line)
-                return
-        if p is not None:
-            if p.state == _S_PROMPT and p.connect and line.startswith(b"CONNECT"):
-                p.state = _S_ANSWER
-                p.ev.set()
-                return
-            if p.prefix and line.startswith(p.prefix):
-                p.lines.append(line)
-                return
-            if p.data is not None and self.echo is not False and line in p.data:
-                return  # the module echoing the data block
-        for w in self._waiters:
-            if w.line is None and line.startswith(w.prefix):
-                w.line = line
-                w.ev.set()
-                return
-        for prefix, handler, _ in self._urcs:
-            if line.startswith(prefix):
-                try:
-                    handler(line)
-                except Exception as e:  # a handler bug must not stop the reader
-                    self.errors += 1
-                    self._report("URC handler for %s failed: %r" % (_text(prefix), e))
-                return
-        if p is not None and p.prefix == b"":
-            p.lines.append(line)
-            return
-        self._unknown(line)
 
     def _final(self, p, kind, line):
         if p is None or p.state == _S_DONE:

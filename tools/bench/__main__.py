@@ -1,0 +1,63 @@
+"""`make bench`: run every benchmark on the MicroPython unix port in one go and print a table.
+
+Each benchmark is a MicroPython script in tools/bench/ printing ``BENCH {json}`` lines; the results are also
+written to build/bench.json. Ratios are measured within one run (the machine is noisy), and goals are
+checked and shown as met / MISSED.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
+
+# (script, heap size or None, [(metric, goal, "<=" or ">=", description)])
+BENCHES = [
+    ("tools/bench/at_parse.py", None, [
+        ("parse_over_wire", 1 / 20, "<=", "AT parse time / wire time at 921600 baud"),
+        ("alloc_beyond_line", 64, "<=", "bytes allocated per parsed line beyond the line itself"),
+    ]),
+]
+
+
+def run(script, heap):
+    cmd = [MICROPYTHON] + (["-X", "heapsize=" + heap] if heap else []) + [script]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    results = [json.loads(line[6:]) for line in p.stdout.splitlines() if line.startswith("BENCH ")]
+    if p.returncode != 0 or not results:
+        raise SystemExit("benchmark %s failed (exit %d):\n%s%s" % (script, p.returncode, p.stdout, p.stderr))
+    return results
+
+
+def fmt(v):
+    if isinstance(v, float):
+        return "%.4g" % v
+    return str(v)
+
+
+def main():
+    all_results = []
+    rows = []
+    for script, heap, goals in BENCHES:
+        for res in run(script, heap):
+            all_results.append(res)
+            print("%s: %s" % (res["name"], ", ".join("%s=%s" % (k, fmt(v)) for k, v in res.items() if k != "name")))
+            for metric, goal, op, desc in goals:
+                if metric in res:
+                    v = res[metric]
+                    ok = v <= goal if op == "<=" else v >= goal
+                    rows.append((desc, fmt(v), "%s %s" % (op, fmt(goal)), "met" if ok else "MISSED"))
+    out = ROOT / "build"
+    out.mkdir(exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(all_results, indent=1))
+    w = max(len(r[0]) for r in rows)
+    print()
+    print("%-*s  %12s  %12s  %s" % (w, "measure", "value", "goal", ""))
+    for r in rows:
+        print("%-*s  %12s  %12s  %s" % (w, r[0], r[1], r[2], r[3]))
+
+
+if __name__ == "__main__":
+    main()
