@@ -197,3 +197,14 @@ def broker(pki, tmp_path):
 # Fixtures of the modem emulator and the cloud twin live in their own modules.
 from fixtures_modemsim import *  # noqa: E402,F401,F403
 from fixtures_twin import *  # noqa: E402,F401,F403
+
+
+@pytest.fixture
+def pty_peer(tmp_path):
+    """A scripted peer on a real pty: {"port": symlink to the slave}. See host_tests/pty_peer.py."""
+    from pty_peer import PtyPeer
+
+    peer = PtyPeer(str(tmp_path / "tty"))
+    peer.start()
+    yield {"port": peer.link}
+    peer.done = True

@@ -1,0 +1,66 @@
+# Board definition for the MicroPython unix port: the modem's UART is a tty -- a USB-attached modem
+# (/dev/ttyUSB2) or the modem emulator's pty. There are no power or reset lines: the driver resets the
+# module with AT commands instead. `make run PORT=/dev/ttyUSB2` uses this board.
+import termios
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_VMIN = const(6)  # termios c_cc indices (Linux); the unix port's termios has no names for them
+_VTIME = const(5)
+_BAUD = {9600: "B9600", 57600: "B57600", 115200: "B115200", 230400: "B230400", 460800: "B460800",
+         921600: "B921600"}
+
+
+def open_tty(path, baud=115200):
+    """Open ``path`` raw, 8N1 at ``baud``, with non-blocking reads (VMIN=VTIME=0): readinto() returns what
+    is there, which is what the AT engine's stream expects after poll() said the tty is readable."""
+    f = open(path, "r+b")
+    fd = f.fileno()
+    termios.setraw(fd)
+    a = termios.tcgetattr(fd)
+    cc = a[6]
+    cc[_VMIN] = 0
+    cc[_VTIME] = 0
+    name = _BAUD.get(baud)
+    if name is None:
+        f.close()
+        raise ValueError("unsupported baud rate %d" % baud)
+    speed = getattr(termios, name)
+    a[4] = speed
+    a[5] = speed
+    termios.tcsetattr(fd, termios.TCSANOW, a)
+    return f
+
+
+class Board:
+    """The board interface drivers use. ``pins`` are absent here: power_on/reset report that they did
+    nothing, so the driver falls back to AT+CFUN=1,1 / AT+QRST=1 and to probing with AT."""
+
+    name = "unix"
+    has_power_lines = False
+
+    def __init__(self, port, baud=115200):
+        self.port = port
+        self.baud = baud
+
+    def uart(self):
+        return open_tty(self.port, self.baud)
+
+    async def power_on(self):
+        return False
+
+    async def power_off(self):
+        return False
+
+    async def reset(self):
+        return False
+
+    def status(self):
+        return None  # no STATUS line: unknown
+
+    def watchdog(self, timeout_ms):
+        return None  # the unix port has no hardware watchdog
