@@ -134,12 +134,12 @@ class MpyModule(pytest.Module):
             if "cpython" in ports:
                 fn = getattr(self.obj, node.name)
                 yield pytest.Function.from_parent(
-                    self, name=node.name + "[cpython]", callobj=_make_cpython_callable(fn), originalname=node.name
+                    self, name=node.name + "[cpython]", callobj=_make_cpython_callable(fn)
                 )
             if "micropython" in ports:
                 call = _make_mpy_callable(self.path, node.name, _signature_from_ast(node), heapsize, timeout)
                 yield pytest.Function.from_parent(
-                    self, name=node.name + "[micropython]", callobj=call, originalname=node.name
+                    self, name=node.name + "[micropython]", callobj=call
                 )
 
 

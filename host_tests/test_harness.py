@@ -48,3 +48,15 @@ def test_heapsize_is_enforced(tmp_path):
     assert not ok and "MemoryError" in error
     ok, out, error = conftest.run_micropython_test(p, "test_f", {}, heapsize="1024k")
     assert ok, error
+
+
+def test_both_ports_have_distinct_node_ids():
+    # Under xdist, items with equal node ids are deduplicated: a [micropython] twin would silently not run.
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:xdist",
+                        "host_tests/mpy/test_harness_selfcheck.py"], cwd=str(conftest.ROOT), capture_output=True, text=True)
+    ids = [line for line in p.stdout.splitlines() if "::" in line]
+    assert len(ids) == 6 and len(set(ids)) == 6, ids
+    assert sum(i.endswith("[micropython]") for i in ids) == 3
