@@ -1,0 +1,404 @@
+# Shared core of the cloud profiles (huawei.py, enos.py): typed errors, HMAC-SHA256 and plain hashes on
+# whatever hashlib the build has, UTC civil time from Unix seconds, input checks, JSON in/out and the Command
+# every profile's parse() returns. Pure: no I/O and no clock reads -- the caller passes the time.
+import binascii
+import hashlib
+import json
+
+from cellmqtt import timeutil as _tu
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:  # CPython's hmac, or micropython-lib's `require("hmac")` when the firmware ships it
+    import hmac as _hmac
+
+    if not hasattr(_hmac, "new"):
+        _hmac = None
+except ImportError:  # the bare MicroPython ports: HMAC is built below on hashlib.sha256
+    _hmac = None
+
+# Which HMAC implementation this build uses ("hmac" or "hashlib"), for diagnostics and tests.
+HMAC_IMPL = "hmac" if _hmac is not None else "hashlib"
+
+_BLOCK = const(64)  # SHA-256 block size in bytes (RFC 2104 B); MicroPython hash objects lack .block_size
+# Unix time of 10000-01-01T00:00:00Z: the Huawei hour string has a four-digit year.
+_UNIX_MAX = 253402300800
+# Seconds from 1970-01-01 to 2000-01-01: add this to a MicroPython time.time() on a port with the 2000 epoch.
+EPOCH_2000_OFFSET = 946684800
+DEFAULT_MAX_PAYLOAD = const(2048)  # refuse larger downstream messages before parsing (RAM on the MCU)
+_SCAN = const(256)  # bytes searched for a message id when the JSON cannot be parsed
+_MAX_DEPTH = const(16)  # nesting accepted in telemetry values (our own recursion stays bounded)
+
+
+class CloudError(Exception):
+    """Base of every cloud-profile error. Messages never contain a secret or a password."""
+
+
+class CloudValueError(CloudError):
+    """A configuration value or call argument is unusable (names the key and why, never the value of a secret)."""
+
+
+class HashUnavailable(CloudError):
+    """The hash a credential needs is not built into this firmware (e.g. SHA-1 on an STM32 build without SSL)."""
+
+    def __init__(self, name):
+        super().__init__("hash '%s' is not available on this build (hashlib has no %s)" % (name, name))
+        self.name = name
+
+
+# Why a downstream message was refused (CloudMessageError.fault); each profile maps these to its reply codes.
+TOO_LARGE = "too_large"
+EMPTY = "empty"
+NOT_UTF8 = "not_utf8"
+BAD_JSON = "bad_json"
+BAD_FIELD = "bad_field"
+MISMATCH = "mismatch"  # method does not fit the topic
+FOREIGN = "foreign"  # topic of another device
+UNKNOWN = "unknown"  # topic this profile does not handle
+
+
+class CloudMessageError(CloudError):
+    """A downstream message was refused. ``fault`` says why (constants above), ``code`` is the protocol's reply
+    code for it (None when the protocol has none), ``msg_id`` the id/mid/request_id recovered from the message
+    (None when none could be), ``reply_topic`` where an error reply goes (None when none may be sent) and ``kind``
+    the kind of command it would have been. Pass it to the profile's error_reply()."""
+
+    def __init__(self, fault, reason, code=None, msg_id=None, reply_topic=None, kind=None):
+        super().__init__(reason)
+        self.fault = fault
+        self.reason = reason
+        self.code = code
+        self.msg_id = msg_id
+        self.reply_topic = reply_topic
+        self.kind = kind
+
+
+class Command:
+    """One parsed downstream message.
+
+    kind         what it is ("command", "activate", "measurepoint_set", ...; see the profile's docs)
+    id           the message id to echo (Huawei legacy mid: int; IoTDA request_id and EnOS id: as sent)
+    name         command / method / service name
+    service      Huawei service id (None elsewhere)
+    params       the parameters (dict, list, or bytes for Huawei binary commands)
+    reply_topic  where reply() publishes, or None when the message takes no reply
+    code         reply code of an upstream-ack ("reply" kind), else None
+    secret       the new device secret of an EnOS "activate", else None (never shown by repr)
+    """
+
+    def __init__(self, kind, msg_id, name, params, reply_topic, service=None):
+        self.kind = kind
+        self.id = msg_id
+        self.name = name
+        self.params = params
+        self.reply_topic = reply_topic
+        self.service = service
+        self.code = None
+        self.secret = None
+
+    def __repr__(self):
+        return "<Command %s id=%r name=%r>" % (self.kind, self.id, self.name)
+
+
+# ---- hashes -------------------------------------------------------------------------------------------------
+
+
+def hash_fn(name):
+    """The hashlib constructor called `name`, or HashUnavailable naming it."""
+    fn = getattr(hashlib, name, None)
+    if fn is None:
+        raise HashUnavailable(name)
+    return fn
+
+
+def hmac_sha256_hashlib(key, msg):
+    """HMAC-SHA256 (RFC 2104) built on hashlib.sha256 alone: works on builds without the hmac module."""
+    sha256 = hash_fn("sha256")
+    if len(key) > _BLOCK:
+        key = sha256(key).digest()
+    pad = bytearray(_BLOCK)  # one buffer, XORed in place for the inner then the outer pad
+    pad[: len(key)] = key
+    for i in range(_BLOCK):
+        pad[i] ^= 0x36
+    h = sha256(pad)
+    h.update(msg)
+    inner = h.digest()
+    for i in range(_BLOCK):
+        pad[i] ^= 0x36 ^ 0x5C
+    h = sha256(pad)
+    h.update(inner)
+    return h.digest()
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA256 digest (bytes): the hmac module when the build has one, else hmac_sha256_hashlib()."""
+    if _hmac is not None:
+        return _hmac.new(key, msg, hash_fn("sha256")).digest()
+    return hmac_sha256_hashlib(key, msg)
+
+
+def hexstr(digest, upper=False):
+    """Hex text of a digest, lower case unless `upper`."""
+    s = binascii.hexlify(digest).decode()
+    return s.upper() if upper else s
+
+
+# ---- time: Unix seconds -> UTC civil time, independent of the port's epoch and of time.gmtime -------------
+
+
+def check_unix(unix_s):
+    """Unix seconds as an int in 1970..9999, or CloudValueError. Floats are truncated (use ints on an MCU:
+    a single-precision float cannot hold today's time to the second)."""
+    if type(unix_s) is float:
+        if unix_s - unix_s != 0.0:  # nan or inf
+            raise CloudValueError("unix time must be finite")
+        unix_s = int(unix_s)
+    if type(unix_s) is not int:
+        raise CloudValueError("unix time must be an int (seconds since 1970-01-01 UTC)")
+    if unix_s < 0 or unix_s >= _UNIX_MAX:
+        raise CloudValueError("unix time out of range 1970..9999")
+    return unix_s
+
+
+def civil(unix_s):
+    """(year, month, day, hour, minute, second) in UTC for Unix seconds (timeutil.civil, range-checked)."""
+    return _tu.civil(check_unix(unix_s))
+
+
+def unix_from_civil(year, month, day, hour=0, minute=0, second=0):
+    """Unix seconds of a UTC civil time (the inverse of civil()); CloudValueError for impossible dates."""
+    try:
+        return _tu.unix_from_civil(year, month, day, hour, minute, second)
+    except ValueError as e:
+        raise CloudValueError(str(e)) from None
+
+
+def is_digits(s):
+    """True for a non-empty str of ASCII digits only (str.isdigit also takes other scripts' digits)."""
+    if type(s) is not str or not s:
+        return False
+    for c in s:
+        if c < "0" or c > "9":
+            return False
+    return True
+
+
+days_in_month = _tu.days_in_month
+
+
+def utc_hour(unix_s):
+    """'YYYYMMDDHH' of the UTC hour (the Huawei client id / HMAC key)."""
+    t = civil(unix_s)
+    return "%04d%02d%02d%02d" % (t[0], t[1], t[2], t[3])
+
+
+def utc_stamp(unix_s):
+    """Huawei event time 'yyyyMMddTHHmmssZ' (UTC)."""
+    t = civil(unix_s)
+    return "%04d%02d%02dT%02d%02d%02dZ" % t
+
+
+# ---- input checks -----------------------------------------------------------------------------------------
+
+# Never allowed in a name that goes into a topic, client id or AT command: quote (ends an AT string), and the
+# MQTT separator and wildcards. Control characters, space and non-ASCII are refused by the range check.
+TOPIC_UNSAFE = b'"/+#'
+
+
+def check_token(value, what, max_len, forbidden=TOPIC_UNSAFE):
+    """`value` if it is a str of 1..max_len printable ASCII characters without any of `forbidden`."""
+    if type(value) is not str:
+        raise CloudValueError(what + " must be a str")
+    b = _utf8(value)
+    if b is None:
+        raise CloudValueError(what + " is not encodable text")
+    if not 0 < len(b) <= max_len:
+        raise CloudValueError("%s must be 1..%d characters" % (what, max_len))
+    for i in range(len(b)):
+        c = b[i]
+        if c < 0x21 or c > 0x7E or c in forbidden:
+            # the position, not the text: the value may be a secret
+            raise CloudValueError("%s has a forbidden character at index %d" % (what, i))
+    return value
+
+
+def _utf8(s):
+    # CPython refuses lone surrogates (JSON "\ud800" makes one); None instead of a UnicodeError that would
+    # carry the whole text -- possibly a secret -- in its .object
+    try:
+        return s.encode()
+    except UnicodeError:
+        return None
+
+
+def secret_bytes(value, what, max_len=256):
+    """A configured secret as bytes (str is UTF-8 encoded); CloudValueError without ever quoting it."""
+    if type(value) is str:
+        value = _utf8(value)
+        if value is None:
+            raise CloudValueError(what + " is not encodable text")
+    elif type(value) is bytearray:
+        value = bytes(value)
+    elif type(value) is not bytes:
+        raise CloudValueError(what + " must be str or bytes")
+    if not 0 < len(value) <= max_len:
+        raise CloudValueError("%s must be 1..%d bytes" % (what, max_len))
+    return value
+
+
+def check_data(value, what="data", depth=0):
+    """Refuse what json.dumps would turn into invalid JSON or cannot encode: NaN/inf (CPython writes NaN,
+    MicroPython nan), non-str keys (MicroPython writes them unquoted), bytes and other objects."""
+    t = type(value)
+    if value is None or t is str or t is int or t is bool:
+        return
+    if t is float:
+        if value - value != 0.0:
+            raise CloudValueError(what + " holds a NaN or infinite number")
+        return
+    if depth >= _MAX_DEPTH:
+        raise CloudValueError(what + " is nested too deeply")
+    if t is dict:
+        for k in value:
+            if type(k) is not str:
+                raise CloudValueError(what + " has a key that is not a str")
+            check_data(value[k], what, depth + 1)
+        return
+    if t is list or t is tuple:
+        for v in value:
+            check_data(v, what, depth + 1)
+        return
+    raise CloudValueError("%s holds a %s, which JSON cannot carry" % (what, t.__name__))
+
+
+def check_sample_id(sample_id):
+    """A telemetry sample id as a str (ints are converted): the cloud twin de-duplicates by it."""
+    if type(sample_id) is int and sample_id >= 0:
+        return str(sample_id)
+    return check_token(sample_id, "sample_id", 64, b'"\\')
+
+
+def dump(obj):
+    """Compact JSON bytes of a message we built (inputs already checked)."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+# ---- downstream messages ----------------------------------------------------------------------------------
+
+
+def topic_str(topic):
+    """A received topic as str; bytes must be UTF-8."""
+    if type(topic) is str:
+        return topic
+    if type(topic) in (bytes, bytearray, memoryview):
+        try:
+            return str(bytes(topic), "utf-8")
+        except UnicodeError:
+            pass  # raised below, outside the handler, so the topic bytes are not chained onto the error
+        raise CloudMessageError(NOT_UTF8, "topic is not UTF-8")
+    raise CloudMessageError(BAD_FIELD, "topic must be str or bytes")
+
+
+def as_bytes(payload):
+    """A received payload as something sliceable into bytes; str is accepted and encoded once."""
+    if type(payload) is str:
+        b = _utf8(payload)
+        if b is None:
+            raise CloudMessageError(NOT_UTF8, "payload is not encodable text")
+        return b
+    if type(payload) in (bytes, bytearray, memoryview):
+        return payload
+    raise CloudMessageError(BAD_FIELD, "payload must be bytes")
+
+
+def load_json(payload, limit):
+    """The JSON object in `payload` (bytes), refusing -- before any parsing -- payloads over `limit` bytes.
+    Raises CloudMessageError with fault TOO_LARGE, EMPTY, NOT_UTF8 or BAD_JSON; never anything else."""
+    n = len(payload)
+    if n > limit:
+        raise CloudMessageError(TOO_LARGE, "payload of %d bytes exceeds the limit of %d" % (n, limit))
+    if n == 0:
+        raise CloudMessageError(EMPTY, "payload is empty")
+    text = None
+    try:
+        text = str(bytes(payload), "utf-8")
+    except UnicodeError:
+        pass  # the error is raised outside the handler: the payload may carry a secret and must not be chained
+    if text is None:
+        raise CloudMessageError(NOT_UTF8, "payload is not UTF-8")
+    obj = fault = None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        fault = "payload is not valid JSON"
+    except RuntimeError:  # CPython's RecursionError on absurd nesting
+        fault = "payload JSON is nested too deeply"
+    if fault is not None:
+        raise CloudMessageError(BAD_JSON, fault)
+    if type(obj) is not dict:
+        raise CloudMessageError(BAD_JSON, "payload is not a JSON object")
+    return obj
+
+
+def scan_id(payload, key):
+    """Recover a top-level `"key": value` from the first bytes of a message that could not be parsed (too
+    large, cut off, not UTF-8), so an error reply can still name it. `key` is bytes; returns a str (quoted
+    value without escapes) or an int (digits), or None. Reads at most _SCAN bytes and allocates only the value."""
+    n = min(len(payload), _SCAN)
+    depth = 0
+    i = 0
+    while i < n:
+        c = payload[i]
+        if c == 0x22:  # a string: find its end, skipping escaped characters
+            j = i + 1
+            while j < n and payload[j] != 0x22:
+                j += 2 if payload[j] == 0x5C else 1
+            if j >= n:
+                return None
+            if depth == 1 and j - i - 1 == len(key) and bytes(payload[i + 1 : j]) == key:
+                k = _skip_ws(payload, j + 1, n)
+                if k < n and payload[k] == 0x3A:  # ':' -- so this string was a key, not a value
+                    return _scan_value(payload, _skip_ws(payload, k + 1, n), n)
+            i = j + 1
+            continue
+        if c == 0x7B or c == 0x5B:
+            depth += 1
+        elif c == 0x7D or c == 0x5D:
+            depth -= 1
+        i += 1
+    return None
+
+
+def _skip_ws(b, k, n):
+    while k < n and b[k] in b" \t\r\n":
+        k += 1
+    return k
+
+
+def _scan_value(b, k, n):
+    if k >= n:
+        return None
+    if b[k] == 0x22:
+        j = k + 1
+        while j < n and b[j] != 0x22:
+            if b[j] == 0x5C or b[j] < 0x20:
+                return None
+            j += 1
+        if j >= n or j == k + 1:
+            return None
+        try:
+            return str(bytes(b[k + 1 : j]), "utf-8")
+        except UnicodeError:
+            return None
+    j = k
+    while j < n and 0x30 <= b[j] <= 0x39:
+        j += 1
+    if j == k or j - k > 9 or j >= n or b[j] not in b" \t\r\n,}":
+        return None  # no digits, absurdly long, or cut off / followed by something (e.g. 1.5) we cannot trust
+    return int(bytes(b[k:j]))

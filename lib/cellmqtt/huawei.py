@@ -1,0 +1,356 @@
+# Huawei cloud profile: CONNECT credentials, topics and JSON envelopes of OceanConnect (legacy /huawei/v1/...)
+# and IoTDA ($oc/...). Pure functions over str/bytes; the caller passes the time (from the modem clock).
+# Facts: shared/reference/clouds.md section 1.
+from cellmqtt import cloudsign as cs
+from cellmqtt.cloudsign import CloudMessageError, CloudValueError, Command
+
+_ID_MAX = 128  # device ids (IoTDA allows 128); the 128-byte topic limit is checked as well
+_NAME_MAX = 64  # serviceId / cmd / command_name / request_id
+_TOPIC_MAX = 128  # Huawei's limit on topic length (clouds.md 1.4)
+_LEGACY = "legacy"
+_IOTDA = "iotda"
+
+# Command kinds parse() returns.
+COMMAND = "command"  # legacy cloudReq, or IoTDA sys/commands
+BINARY = "binary"  # legacy command/binary: raw bytes for the product's codec plug-in
+PROPERTIES_SET = "properties_set"  # IoTDA
+PROPERTIES_GET = "properties_get"  # IoTDA
+MESSAGE = "message"  # IoTDA messages/down (no reply)
+EVENT = "event"  # IoTDA events/down (no reply)
+
+
+def credentials(device_id, secret, hour, sig_type=0, id_type=0):
+    """(client_id, username, password) for one CONNECT.
+
+    hour: 'YYYYMMDDHH' of the UTC hour -- computed once by the caller and used both in the client id and as
+    the HMAC key. sig_type 1 makes the platform check that hour against its clock: only with a trusted clock.
+    secret: str or bytes. password = lower-case hex HMAC-SHA256(key=hour, message=secret)."""
+    cs.check_token(device_id, "device_id", _ID_MAX)
+    key = secret_bytes(secret)
+    _check_hour(hour)
+    if sig_type not in (0, 1) or type(sig_type) is not int:
+        raise CloudValueError("sig_type must be 0 (hour not checked) or 1 (hour checked)")
+    _check_id_type(id_type)
+    password = cs.hexstr(cs.hmac_sha256(hour.encode(), key))
+    return "%s_%d_%d_%s" % (device_id, id_type, sig_type, hour), device_id, password
+
+
+def secret_bytes(secret):
+    return cs.secret_bytes(secret, "secret")
+
+
+def _check_id_type(id_type):
+    if type(id_type) is not int or id_type not in (0, 2):
+        # 1 is the legacy product-secret mode, whose password scheme no source documents: refuse, don't guess
+        raise CloudValueError("id_type must be 0 (platform device id) or 2 (node id)")
+
+
+def _check_hour(hour):
+    if not cs.is_digits(hour) or len(hour) != 10:
+        raise CloudValueError("hour must be 10 digits YYYYMMDDHH (UTC)")
+    y, m, d, h = int(hour[:4]), int(hour[4:6]), int(hour[6:8]), int(hour[8:])
+    if not (1 <= m <= 12 and 1 <= d <= cs.days_in_month(y, m) and h <= 23):
+        raise CloudValueError("hour YYYYMMDDHH names an impossible date or hour")
+
+
+class Huawei:
+    """A device's view of Huawei OceanConnect (api="legacy") or IoTDA (api="iotda").
+
+    device_id    platform device id (legacy: the id from registration; IoTDA: usually {product_id}_{node_id})
+    secret       device secret (str or bytes); never shown by repr() or an error
+    id_type      0 = platform device id, 2 = node id (legacy only)
+    api          "legacy" (/huawei/v1/devices/...) or "iotda" ($oc/devices/...)
+    codec        legacy only: "json" (default) or "binary" (the product has a codec plug-in)
+    service_id   default service id of telemetry()
+    max_payload  downstream messages longer than this are refused before parsing
+    """
+
+    OK = 0  # reply code of success (legacy errcode / IoTDA result_code)
+    FAIL = 1
+    TELEMETRY_QOS = 1  # Huawei has no QoS 2
+    REPLY_QOS = 1
+    SUBSCRIBE_REQUIRED = True  # commands are delivered only after the device subscribed
+
+    def __init__(self, device_id, secret, id_type=0, api=_LEGACY, codec="json", service_id=None,
+                 max_payload=cs.DEFAULT_MAX_PAYLOAD):
+        self.device_id = cs.check_token(device_id, "device_id", _ID_MAX)
+        self._secret = secret_bytes(secret)
+        _check_id_type(id_type)
+        if api not in (_LEGACY, _IOTDA):
+            raise CloudValueError("api must be 'legacy' or 'iotda'")
+        if api == _IOTDA and id_type != 0:
+            raise CloudValueError("IoTDA always uses id_type 0")
+        if codec not in ("json", "binary") or (api == _IOTDA and codec != "json"):
+            raise CloudValueError("codec must be 'json' or (legacy only) 'binary'")
+        if service_id is not None:
+            cs.check_token(service_id, "service_id", _NAME_MAX)
+        if type(max_payload) is not int or max_payload < 64:
+            raise CloudValueError("max_payload must be an int >= 64")
+        self.id_type = id_type
+        self.api = api
+        self.codec = codec
+        self.service_id = service_id
+        self.max_payload = max_payload
+        if api == _LEGACY:
+            base = "/huawei/v1/devices/" + device_id
+            self._data_json = base + "/data/json"
+            self._data_bin = base + "/data/binary"
+            self._data = self._data_bin if codec == "binary" else self._data_json
+            self._cmd_json = base + "/command/json"
+            self._cmd_bin = base + "/command/binary"
+            longest = self._cmd_bin
+        else:
+            self._oc = "$oc/devices/" + device_id + "/sys/"
+            longest = self._oc + "properties/report"
+        if len(longest) > _TOPIC_MAX:
+            raise CloudValueError("device_id too long: its topics would exceed %d bytes" % _TOPIC_MAX)
+
+    def __repr__(self):
+        return "<Huawei %s device_id=%s id_type=%d>" % (self.api, self.device_id, self.id_type)
+
+    # ---- connect ----
+
+    def credentials(self, unix_s, clock_trusted=False):
+        """(client_id, username, password) for a CONNECT now. unix_s: the current Unix time in seconds (int);
+        clock_trusted: True only when that time came from the network/NTP (then sigType 1)."""
+        return credentials(self.device_id, self._secret, cs.utc_hour(unix_s), 1 if clock_trusted else 0,
+                           self.id_type)
+
+    def subscriptions(self):
+        """[(topic, qos)] to subscribe after every CONNECT (clean session)."""
+        if self.api == _LEGACY:
+            return [(self._cmd_bin if self.codec == "binary" else self._cmd_json, 1)]
+        oc = self._oc
+        return [(oc + "commands/#", 1), (oc + "properties/set/#", 1), (oc + "properties/get/#", 1),
+                (oc + "messages/down", 1)]
+
+    # ---- upstream ----
+
+    def telemetry(self, data, unix_s=None, sample_id=None, service_id=None):
+        """(topic, payload) reporting `data` (dict of values; bytes for the legacy binary codec) for one service.
+
+        unix_s: time of the sample (eventTime / event_time), omitted when None (the platform stamps it).
+        sample_id: legacy only, sent as the top-level "identifier" (the cloud twin de-duplicates by it)."""
+        if self.codec == "binary":
+            if type(data) not in (bytes, bytearray) or not data:
+                raise CloudValueError("binary codec: data must be non-empty bytes")
+            if unix_s is not None or sample_id is not None or service_id is not None:
+                raise CloudValueError("binary codec: time, sample_id and service_id belong in the codec's bytes")
+            return self._data, bytes(data)
+        sid = service_id if service_id is not None else self.service_id
+        if sid is None:
+            raise CloudValueError("telemetry needs a service_id (argument or constructor)")
+        cs.check_token(sid, "service_id", _NAME_MAX)
+        if type(data) is not dict or not data:
+            raise CloudValueError("data must be a non-empty dict")
+        cs.check_data(data)
+        if self.api == _LEGACY:
+            item = {"serviceId": sid, "serviceData": data}
+            if unix_s is not None:
+                item["eventTime"] = cs.utc_stamp(unix_s)
+            msg = {"msgType": "deviceReq", "data": [item]}
+            if sample_id is not None:
+                msg["identifier"] = cs.check_sample_id(sample_id)
+            return self._data, cs.dump(msg)
+        if sample_id is not None:
+            raise CloudValueError("IoTDA property reports carry no sample id")
+        item = {"service_id": sid, "properties": data}
+        if unix_s is not None:
+            item["event_time"] = cs.utc_stamp(unix_s)
+        return self._oc + "properties/report", cs.dump({"services": [item]})
+
+    # ---- downstream ----
+
+    def parse(self, topic, payload):
+        """The Command in a received message, or CloudMessageError (never another exception)."""
+        topic = cs.topic_str(topic)
+        payload = cs.as_bytes(payload)
+        if self.api == _LEGACY:
+            if topic == self._cmd_json:
+                return self._cloud_req(payload)
+            if topic == self._cmd_bin:
+                if len(payload) > self.max_payload:
+                    raise CloudMessageError(cs.TOO_LARGE, "binary command exceeds max_payload", kind=BINARY)
+                if not payload:
+                    raise CloudMessageError(cs.EMPTY, "binary command is empty", kind=BINARY)
+                return Command(BINARY, None, None, bytes(payload), self._data_bin)
+            return self._other(topic, "/huawei/v1/devices/")
+        if topic.startswith(self._oc):
+            rest = topic[len(self._oc):]
+            for base, kind in (("commands", COMMAND), ("properties/set", PROPERTIES_SET),
+                               ("properties/get", PROPERTIES_GET)):
+                n = len(base)
+                if rest.startswith(base) and rest[n : n + 12] == "/request_id=":
+                    return self._iotda_req(kind, rest[n + 12 :], base, payload)
+            if rest == "messages/down":
+                return self._iotda_down(MESSAGE, payload)
+            if rest == "events/down":
+                return self._iotda_down(EVENT, payload)
+        return self._other(topic, "$oc/devices/")
+
+    def _other(self, topic, root):
+        if topic.startswith(root) and not topic.startswith(root + self.device_id + "/"):
+            raise CloudMessageError(cs.FOREIGN, "topic of another device")
+        raise CloudMessageError(cs.UNKNOWN, "topic not handled by this profile")
+
+    def _load(self, payload, kind, reply_topic, msg_id):
+        """JSON object of a request, or CloudMessageError carrying what an error reply needs. msg_id: the id
+        when the topic carries it (IoTDA), else None and the legacy mid is recovered from the raw bytes."""
+        try:
+            return cs.load_json(payload, self.max_payload)
+        except CloudMessageError as e:
+            err = e
+        if reply_topic is not None and msg_id is None:
+            msg_id = cs.scan_id(payload, b"mid")
+            if not _valid_mid(msg_id):
+                msg_id = reply_topic = None
+        err.msg_id = msg_id
+        err.reply_topic = reply_topic
+        err.code = self.FAIL if reply_topic is not None else None
+        err.kind = kind
+        raise err
+
+    def _cloud_req(self, payload):
+        data_topic = self._data_json  # deviceRsp goes on the data topic, not a command topic
+        obj = self._load(payload, COMMAND, data_topic, None)
+        mid = obj.get("mid")
+        if not _valid_mid(mid):
+            raise CloudMessageError(cs.BAD_FIELD, "mid missing or not an int 1..65535", kind=COMMAND)
+
+        def bad(reason):
+            return CloudMessageError(cs.BAD_FIELD, reason, self.FAIL, mid, data_topic, COMMAND)
+
+        if obj.get("msgType") != "cloudReq":
+            raise bad("msgType is not cloudReq")
+        service = obj.get("serviceId")
+        name = obj.get("cmd")
+        if not _name_ok(service):
+            raise bad("serviceId missing or not a short str")
+        if not _name_ok(name):
+            raise bad("cmd missing or not a short str")
+        paras = obj.get("paras", {})
+        if type(paras) is not dict:
+            raise bad("paras is not an object")
+        return Command(COMMAND, mid, name, paras, data_topic, service)
+
+    def _iotda_req(self, kind, request_id, base, payload):
+        # request_id goes into the response topic (and so into an AT command): it must be topic-safe
+        try:
+            cs.check_token(request_id, "request_id", _NAME_MAX)
+        except CloudValueError:
+            raise CloudMessageError(cs.BAD_FIELD, "request_id in the topic is empty, too long or unsafe",
+                                    kind=kind) from None
+        reply_topic = self._oc + base + "/response/request_id=" + request_id
+        # a properties/get response has no error form: a refused get is not answered
+        reply_topic_err = None if kind == PROPERTIES_GET else reply_topic
+        obj = self._load(payload, kind, reply_topic_err, request_id)
+        err_code = self.FAIL if reply_topic_err else None
+
+        def bad(reason):
+            return CloudMessageError(cs.BAD_FIELD, reason, err_code, request_id, reply_topic_err, kind)
+
+        target = obj.get("object_device_id")
+        if target is not None and target != self.device_id:
+            raise bad("addressed to another device (gateway sub-devices are not supported)")
+        service = obj.get("service_id")
+        if service is not None and not _name_ok(service):
+            raise bad("service_id is not a short str")
+        if kind == COMMAND:
+            name = obj.get("command_name")
+            if name is not None and not _name_ok(name):
+                raise bad("command_name is not a short str")
+            paras = obj.get("paras", {})
+            if type(paras) is not dict:
+                raise bad("paras is not an object")
+            return Command(COMMAND, request_id, name, paras, reply_topic, service)
+        if kind == PROPERTIES_SET:
+            services = obj.get("services")
+            if type(services) is not list or not services:
+                raise bad("services missing or not a non-empty list")
+            for s in services:
+                if type(s) is not dict or not _name_ok(s.get("service_id")) or type(s.get("properties")) is not dict:
+                    raise bad("each service needs a service_id and a properties object")
+            return Command(PROPERTIES_SET, request_id, None, services, reply_topic)
+        return Command(PROPERTIES_GET, request_id, None, {}, reply_topic, service)
+
+    def _iotda_down(self, kind, payload):
+        obj = self._load(payload, kind, None, None)
+        if kind == MESSAGE:
+            name = obj.get("name")
+            msg_id = obj.get("id")
+            if (name is not None and not _name_ok(name)) or (msg_id is not None and not _name_ok(msg_id)):
+                raise CloudMessageError(cs.BAD_FIELD, "name or id is not a short str", kind=kind)
+            return Command(MESSAGE, msg_id, name, obj.get("content"), None)
+        services = obj.get("services")
+        if type(services) is not list:
+            raise CloudMessageError(cs.BAD_FIELD, "services missing or not a list", kind=kind)
+        return Command(EVENT, None, None, services, None)
+
+    # ---- replies ----
+
+    def reply(self, cmd, code=None, body=None):
+        """(topic, payload) answering `cmd`. code: OK (default) or FAIL (legacy errcode 0/1; IoTDA any int).
+        body: legacy/IoTDA command: dict of response parameters; properties_get: dict of the service's
+        property values (or the full list of services); properties_set: optional str description;
+        binary: the response bytes."""
+        if type(cmd) is not Command or cmd.reply_topic is None:
+            raise CloudValueError("this message takes no reply")
+        if code is None:
+            code = self.OK
+        if type(code) is not int:
+            raise CloudValueError("code must be an int")
+        kind = cmd.kind
+        if kind == BINARY:
+            if type(body) not in (bytes, bytearray) or not body:
+                raise CloudValueError("binary reply: body must be non-empty bytes")
+            return cmd.reply_topic, bytes(body)
+        if body is not None:
+            cs.check_data(body, "body")
+        if self.api == _LEGACY:
+            if code not in (0, 1):
+                raise CloudValueError("legacy errcode must be 0 (success) or 1 (failure)")
+            msg = {"msgType": "deviceRsp", "mid": cmd.id, "errcode": code}
+            if body is not None:
+                if type(body) is not dict:
+                    raise CloudValueError("body must be a dict")
+                msg["body"] = body
+            return cmd.reply_topic, cs.dump(msg)
+        if kind == COMMAND:
+            msg = {"result_code": code}
+            if body is not None:
+                if type(body) is not dict:
+                    raise CloudValueError("body must be a dict")
+                msg["paras"] = body
+        elif kind == PROPERTIES_SET:
+            if body is not None and type(body) is not str:
+                raise CloudValueError("properties_set: body is the result description, a str")
+            msg = {"result_code": code, "result_desc": body if body is not None else
+                   ("success" if code == 0 else "failure")}
+        else:  # PROPERTIES_GET
+            if type(body) is list:
+                services = body
+            elif type(body) is dict and cmd.service is not None:
+                services = [{"service_id": cmd.service, "properties": body}]
+            else:
+                raise CloudValueError("properties_get: body must be a dict (request named a service) or a list")
+            msg = {"services": services}
+        return cmd.reply_topic, cs.dump(msg)
+
+    def error_reply(self, exc):
+        """(topic, payload) of the protocol's failure reply to a refused message, or None when the protocol has
+        none or the message's id could not be recovered."""
+        if type(exc) is not CloudMessageError or exc.reply_topic is None:
+            return None
+        if self.api == _LEGACY:
+            return exc.reply_topic, cs.dump({"msgType": "deviceRsp", "mid": exc.msg_id, "errcode": self.FAIL})
+        if exc.kind == PROPERTIES_SET:
+            return exc.reply_topic, cs.dump({"result_code": self.FAIL, "result_desc": exc.reason})
+        return exc.reply_topic, cs.dump({"result_code": self.FAIL})
+
+
+def _valid_mid(mid):
+    return type(mid) is int and 1 <= mid <= 65535
+
+
+def _name_ok(v):
+    return type(v) is str and 0 < len(v) <= _NAME_MAX
