@@ -126,6 +126,11 @@ def fields(line, start=0):
     return out
 
 
+def args(line):
+    """The parameters of an information line or URC: ``args(b'+QMTOPEN: 0,-1') == [b'0', b'-1']``."""
+    return fields(line, line.find(b":") + 1)
+
+
 def redact(data, secrets):
     """``data`` with every occurrence of each secret replaced by ``***`` (bytes in, bytes out)."""
     for s in secrets:
