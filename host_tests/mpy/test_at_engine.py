@@ -432,6 +432,24 @@ async def test_wake_probe_and_retry_after_lost_first_byte():
     assert wakes == [1] and modem.commands[:2] == [b"T", b"AT"]
 
 
+async def test_raw_cmd_starts_the_reader():
+    eng, pipe, modem = make()
+    modem.reply(b"AT", b"\r\nOK\r\n")
+    assert await eng.raw_cmd(b"AT", timeout_ms=500) == []  # the first call of an engine may be a probe
+
+
+async def test_echo_of_a_command_that_lost_its_first_byte():
+    eng, pipe, modem = make(echo=True)
+    modem.reply(b"T", b"\r\nERROR\r\n")
+    modem.drop_first = True
+    try:
+        await eng.raw_cmd(b"AT", timeout_ms=200)
+        assert False
+    except AtCommandError:
+        pass
+    assert eng.unknown_count == 0  # the echoed "T" is recognised, not reported as an unknown line
+
+
 async def test_retry_when_command_vanished():
     eng, pipe, modem = make()
     modem.reply(b"AT+CEREG?", b"\r\n+CEREG: 0,1\r\n\r\nOK\r\n")

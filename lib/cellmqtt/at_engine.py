@@ -551,6 +551,11 @@ class AtEngine:
                         continue
                     if p is not None and p.echo:
                         k = len(p.cmd)
+                        if n == k - 1 and mv[r:e] == p.cmd[1:]:  # a sleeping module lost the first byte
+                            p.echo = False
+                            if self.transcript:
+                                self.transcript.rx(redact(p.cmd[1:], p.secrets))
+                            continue
                         if (n == k or (n > k and buf[r + k] == _CR)) and mv[r:r + k] == p.cmd:
                             p.echo = n > k  # glued echoes (a repeated probe): the rest may be this echo again
                             self.echo = True
@@ -703,6 +708,9 @@ class AtEngine:
     async def raw_cmd(self, command, prefix=None, timeout_ms=300, need_info=False):
         """cmd() for a wake hook or a probe: no wake, no resync, and a timeout does not mark the link out of
         step. Call only while holding the engine (from ``wake``) or when no other task can send."""
+        if self.closed:
+            raise self.closed
+        self.start()
         p = await self._run(command, prefix, timeout_ms, None, False, False, 0, 0, None, need_info, None, (), False)
         return self._result(p, command, (), timeout_ms, mark=False)
 

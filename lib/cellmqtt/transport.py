@@ -78,3 +78,5 @@ def connack_error(code):
 #   await s.open(host, port)   raises NetworkError / TlsError / DnsError / MqttTimeout
 #   await s.send(data)         the whole buffer, or raises NetworkError
 #   await s.close()            never raises for an already-closed socket
+#   s.half_duplex              optional, True when the module drops incoming data while it is sending
+#                              (BC660K-GL data mode): the client then sends nothing until an expected answer came

@@ -19,6 +19,7 @@ BENCHES = [
         ("parse_over_wire", 1 / 20, "<=", "AT parse time / wire time at 921600 baud"),
         ("alloc_beyond_line", 64, "<=", "bytes allocated per parsed line beyond the line itself"),
     ]),
+    ("tools/bench_mqtt_codec.py", None, []),
 ]
 
 
