@@ -16,3 +16,12 @@ def test_at_parse_bench_parses_every_line():
     res = json.loads(p.stdout.split("BENCH ", 1)[1])
     assert res["unknown"] == 0 and res["late"] == 0
     assert res["urcs"] == 900 and res["lines"] == 4200
+
+
+def test_outbox_and_mqtt_codec_benches_run():
+    mp = str(Path(sys.executable).with_name("micropython"))
+    for script, heap in (("tools/bench/outbox.py", "64k"), ("tools/bench_mqtt_codec.py", None)):
+        cmd = [mp] + (["-X", "heapsize=" + heap] if heap else []) + [script]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, (script, p.stderr)
+        assert "BENCH {" in p.stdout, script

@@ -81,7 +81,7 @@ RANGES = (
     ("mqtt.port", 1, 65535), ("mqtt.client", 0, 5), ("mqtt.socket", 0, 11), ("mqtt.keepalive", 30, 1200),
     ("mqtt.qos", 0, 1), ("mqtt.pkt_timeout_s", 1, 60), ("mqtt.retries", 0, 10),
     ("telemetry.interval_s", 5, 86400), ("telemetry.health_every", 1, 1000),
-    ("outbox.max_bytes", 1024, 4194304), ("outbox.max_records", 1, 100000),
+    ("outbox.max_bytes", 1024, 4194304), ("outbox.max_records", 1, 2000),
     ("backoff.min_s", 1, 3600), ("backoff.max_s", 1, 86400), ("backoff.jitter", 0, 1),
     ("log.file_max", 1024, 1048576), ("log.file_keep", 0, 10), ("watchdog_s", 0, 3600),
     ("cloud.huawei.id_type", 0, 2),

@@ -20,6 +20,7 @@ BENCHES = [
         ("alloc_beyond_line", 64, "<=", "bytes allocated per parsed line beyond the line itself"),
     ]),
     ("tools/bench_mqtt_codec.py", None, []),
+    ("tools/bench/outbox.py", "64k", [("cycle_alloc", 1024, "<=", "outbox bytes allocated per append+peek+ack")]),
 ]
 
 

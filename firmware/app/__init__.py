@@ -1,0 +1,1 @@
+# The firmware application package (on a device: /app on flash, or frozen).

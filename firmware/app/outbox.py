@@ -1,0 +1,361 @@
+# Durable outbox on flash: every telemetry sample is stored before it is sent and removed only after the
+# broker acknowledged it (QoS 1). A power cut at any instant leaves a readable outbox.
+#
+# One append-only log file <dir>/outbox.bin of records, each a 12-byte header and a payload:
+#   magic 0xA5 | type | payload length (u16 LE) | sample id (u32 LE) | CRC-32 (u32 LE)
+# type: D data (the sample), A acknowledged, X dropped by the size bound (A/X/S carry no payload),
+#       S sid floor: the highest sid issued so far, written (twice) at the start of a compacted log.
+# The CRC-32 covers the payload then the first 8 header bytes; a record is valid when
+# crc32(header, crc32(payload)) is the CRC residue 0x2144DF1C, which needs no slicing to check.
+# A torn or damaged record is skipped and the scan resynchronises at the next magic byte, so damage in the
+# middle never hides the records after it. Compaction writes the live records to outbox.tmp and renames it
+# over the log (atomic on LittleFS and POSIX). See docs/outbox.md for guarantees and their limits.
+import os
+from struct import pack_into as _pack
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+
+def _crc32_sw(data, crc=0):
+    # Bitwise CRC-32 (zlib polynomial): only for ports built without binascii.crc32; same values.
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+try:
+    from binascii import crc32
+except ImportError:
+    crc32 = _crc32_sw
+
+_MAGIC = const(0xA5)
+_D = const(0x44)
+_A = const(0x41)
+_X = const(0x58)
+_S = const(0x53)
+_HDR = const(12)
+_FLOORS = const(24)  # two S records at the start of a compacted log
+_RESIDUE = const(0x2144DF1C)
+_BUF = const(128)
+_BYTES = (bytes, bytearray)  # built once: a tuple literal in append() would be allocated on every call
+
+# CPython: fsync the file (os.sync there would flush the whole machine); MicroPython unix: flush() already
+# fsyncs; MCU ports: flush() commits the file, os.sync() (where present, e.g. STM32) also writes back the
+# block device's cache.
+_fsync = getattr(os, "fsync", None)
+_sync_all = None if _fsync else getattr(os, "sync", None)
+
+
+def _write(f, b):
+    # The log is unbuffered (CPython: no hidden buffer that could flush a failed record later), so a write
+    # can be short when the filesystem fills up: that is a failure, never a success.
+    if f.write(b) != len(b):
+        raise OSError(28, "outbox: short write (filesystem full?)")  # ENOSPC
+
+
+def _exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+
+
+class Outbox:
+    def __init__(self, dirpath, max_bytes=32768, max_records=500):
+        if max_bytes < 256 or max_records < 1:
+            raise ValueError("outbox: need max_bytes >= 256 and max_records >= 1")
+        self._cap = max_bytes
+        # Unacknowledged data may fill half the log, so a compaction always reclaims at least half of it.
+        self._lmax = (max_bytes >> 1) - _FLOORS
+        self._nmax = max_records
+        d = dirpath.rstrip("/") or "/"
+        self._dir = d
+        self._path = d + "/outbox.bin"
+        self._tmp = d + "/outbox.tmp"
+        self._hdr = bytearray(_HDR)
+        self._h8 = memoryview(self._hdr)[:8]
+        self._buf = memoryview(bytearray(_BUF))
+        # In-RAM index of live (unacknowledged) records, oldest first: sid, file offset, payload length.
+        self._sids = []
+        self._offs = []
+        self._lens = []
+        self._live = 0  # bytes of live records, headers included
+        self._size = 0  # bytes of the log file
+        self._next = 1
+        self.appended = self.acked = self.dropped = self.corrupt = self.compactions = 0
+        self._f = None
+        i = 0
+        while i >= 0:  # create dirpath and its parents (no os.makedirs on MicroPython)
+            i = d.find("/", i + 1)
+            p = d if i < 0 else d[:i]
+            if not _exists(p):
+                os.mkdir(p)
+        self._open()
+
+    # ---- opening and recovery ----
+
+    def _open(self):
+        log, tmp = self._path, self._tmp
+        if _exists(tmp):
+            if _exists(log):
+                os.remove(tmp)  # a compaction cut before its rename: the log is still complete
+            else:
+                os.rename(tmp, log)  # cut inside a FAT rename (remove, then rename): the temp file is complete
+        if not _exists(log):
+            open(log, "wb").close()
+            self._dsync()
+        self._f = open(log, "r+b", buffering=0)  # noqa: SIM115 -- open for the outbox's lifetime
+        self._scan()
+        # Damaged bytes are compacted away so they are not rescanned on every boot; the bounds may be
+        # smaller than on the last boot.
+        self._room(0, 0, self.corrupt)
+
+    def _scan(self):
+        f, h, buf = self._f, self._hdr, self._buf
+        size = f.seek(0, 2)
+        pos = bad = top = last = 0
+        while pos + _HDR <= size:
+            f.seek(pos)
+            f.readinto(h)
+            t = h[1]
+            n = h[2] | h[3] << 8
+            if h[0] == _MAGIC and (n if t == _D else (n == 0 and t in (_A, _X, _S))) and pos + _HDR + n <= size:
+                c, m = 0, n
+                while m:
+                    k = min(m, _BUF)
+                    f.readinto(buf[:k])
+                    c = crc32(buf[:k], c)
+                    m -= k
+                if crc32(h, c) == _RESIDUE:
+                    sid = h[4] | h[5] << 8 | h[6] << 16 | h[7] << 24
+                    if t == _D:
+                        if sid > last:
+                            self._sids.append(sid)
+                            self._offs.append(pos)
+                            self._lens.append(n)
+                            self._live += _HDR + n
+                            last = sid
+                        else:
+                            bad += _HDR + n  # a valid record out of sid order: never trust it
+                    if t == _S or t == _D:
+                        top = max(top, sid)
+                    else:
+                        i = self._find(sid)
+                        if i >= 0:
+                            self._pop(i)
+                    pos += _HDR + n
+                    continue
+            # No record starts here: resynchronise at the next magic byte in this header.
+            i = 1
+            while i < _HDR and h[i] != _MAGIC:
+                i += 1
+            pos += i
+            bad += i
+        self.corrupt = bad + size - pos
+        self._size = size
+        self._next = top + 1
+
+    # ---- the API ----
+
+    def append(self, payload):
+        """Store one sample durably; return its sample id (strictly increasing, never reused)."""
+        if not isinstance(payload, _BYTES):
+            raise TypeError("outbox: payload must be bytes")
+        r = _HDR + len(payload)
+        if r == _HDR or r > self._lmax:
+            raise ValueError("outbox: payload must be 1..%d bytes, got %d" % (self._lmax - _HDR, r - _HDR))
+        a = self._sids
+        if len(a) >= self._nmax or self._live + r > self._lmax or self._size + r > self._cap:
+            self._room(r, 1)
+        sid = self._next
+        self._next = sid + 1  # consumed even if the write fails: a record that did land keeps a unique id
+        off = self._put(_D, sid, payload)
+        self._offs.append(off)
+        a.append(sid)
+        self._lens.append(r - _HDR)
+        self._live += r
+        self.appended += 1
+        return sid
+
+    def peek(self, n=1):
+        """The n oldest unacknowledged samples, oldest first: [(sid, payload), ...]."""
+        out = []
+        while len(out) < n and len(out) < len(self._sids):
+            r = self._read(len(out))
+            if r:
+                out.append(r)
+        return out
+
+    def ack(self, sid):
+        """Mark sample sid delivered. Idempotent; an unknown sid is a no-op. True if it was pending."""
+        if not isinstance(sid, int):
+            raise TypeError("outbox: sid must be an int")
+        a = self._sids
+        i = 0 if a and a[0] == sid else self._find(sid)  # the oldest is the usual case: no search
+        if i < 0:
+            return False
+        if self._size + _HDR > self._cap:
+            self._compact()
+        self._put(_A, sid)
+        a.pop(i)
+        self._offs.pop(i)
+        self._live -= _HDR + self._lens.pop(i)
+        self.acked += 1
+        return True
+
+    def __len__(self):
+        return len(self._sids)
+
+    def depth(self):
+        return len(self._sids)
+
+    def stats(self):
+        return {"appended": self.appended, "acked": self.acked, "dropped": self.dropped,
+                "corrupt": self.corrupt, "compactions": self.compactions, "depth": len(self._sids),
+                "bytes": self._size, "live_bytes": self._live, "next_sid": self._next}
+
+    def close(self):
+        if self._f:
+            self._f.close()
+            self._f = None
+
+    # ---- internals ----
+
+    def _find(self, sid):
+        a = self._sids
+        lo, hi = 0, len(a)
+        while lo < hi:
+            m = (lo + hi) >> 1
+            if a[m] < sid:
+                lo = m + 1
+            else:
+                hi = m
+        return lo if lo < len(a) and a[lo] == sid else -1
+
+    def _read(self, i):
+        # Record i of the index as (sid, payload); if its bytes no longer check (the flash changed under us),
+        # count it and drop it from the index rather than block the queue forever. (Hot path: few locals, so
+        # MicroPython keeps the frame on the C stack.)
+        f, h = self._f, self._hdr
+        f.seek(self._offs[i])
+        f.readinto(h)
+        p = f.read(self._lens[i])
+        if crc32(h, crc32(p)) == _RESIDUE and h[4] | h[5] << 8 | h[6] << 16 | h[7] << 24 == self._sids[i]:
+            return self._sids[i], p
+        self.corrupt += _HDR + self._lens[i]
+        self._pop(i)
+        return None
+
+    def _pop(self, i):
+        self._sids.pop(i)
+        self._offs.pop(i)
+        self._live -= _HDR + self._lens.pop(i)
+
+    def _room(self, r, n, compact=False):
+        # Drop the oldest records until n more records of r bytes fit the bounds (drop-oldest policy), and
+        # compact when the log would grow past max_bytes: the dropped records are then simply not copied.
+        k, live, cnt = 0, self._live, len(self._sids)
+        while k < cnt and (cnt - k + n > self._nmax or live + r > self._lmax):
+            live -= _HDR + self._lens[k]
+            k += 1
+        if compact or self._size + k * _HDR + r > self._cap:
+            for _ in range(k):
+                self._pop(0)
+            self.dropped += k
+            self._compact()
+            return
+        for _ in range(k):
+            self._put(_X, self._sids[0])  # persisted, so a reboot does not revive it
+            self._pop(0)
+            self.dropped += 1
+
+    def _head(self, t, sid, payload):
+        # Hot path: at most 11 locals + stack slots, so MicroPython keeps the frame off the heap.
+        h = self._hdr
+        n = len(payload)
+        h[0] = _MAGIC
+        h[1] = t
+        h[2] = n & 0xFF
+        h[3] = n >> 8
+        _pack("<I", h, 4, sid)
+        n = crc32(payload)
+        n = crc32(self._h8, n)
+        _pack("<I", h, 8, n)
+
+    def _put(self, t, sid, payload=b""):
+        # Append one record to the log and make it durable; return its offset.
+        self._head(t, sid, payload)
+        f = self._f
+        off = f.seek(0, 2)  # the real end: a failed earlier write may have left a partial record there
+        _write(f, self._hdr)
+        if payload:
+            _write(f, payload)
+        self._sync(f)
+        self._size = off + _HDR + len(payload)
+        return off
+
+    def _sync(self, f):
+        f.flush()
+        if _fsync:
+            _fsync(f.fileno())
+        elif _sync_all:
+            _sync_all()
+
+    def _dsync(self):
+        # Make a create or rename durable. CPython on POSIX: fsync the directory. MCU ports: os.sync() (STM32's
+        # internal-flash block cache is written back lazily otherwise); LittleFS commits renames by itself.
+        if _fsync and hasattr(os, "O_RDONLY"):
+            fd = os.open(self._dir, os.O_RDONLY)
+            try:
+                _fsync(fd)
+            finally:
+                os.close(fd)
+        elif _sync_all:
+            _sync_all()
+
+    def _compact(self):
+        # Copy the live records to outbox.tmp behind two sid-floor records, then rename it over the log.
+        f, buf, tmp = self._f, self._buf, self._tmp
+        try:
+            g = open(tmp, "wb")  # noqa: SIM115 -- closed in the finally below
+            try:
+                self._head(_S, self._next - 1, b"")
+                _write(g, self._hdr)
+                _write(g, self._hdr)
+                for i in range(len(self._sids)):
+                    f.seek(self._offs[i])
+                    m = _HDR + self._lens[i]
+                    while m:
+                        k = min(m, _BUF)
+                        if f.readinto(buf[:k]) != k:
+                            raise OSError(5, "outbox: log shorter than its index")  # EIO
+                        _write(g, buf[:k])
+                        m -= k
+                self._sync(g)
+            finally:
+                g.close()
+            f.close()
+            try:
+                os.rename(tmp, self._path)
+                pos = _FLOORS
+                for i in range(len(self._sids)):
+                    self._offs[i] = pos
+                    pos += _HDR + self._lens[i]
+                self._size = pos
+                self.compactions += 1
+            finally:
+                # the new log, or the old one if the rename failed
+                self._f = open(self._path, "r+b", buffering=0)  # noqa: SIM115
+            self._dsync()
+        except Exception:
+            if _exists(tmp):  # never leave a partial copy behind; the log itself is untouched
+                os.remove(tmp)
+            raise
