@@ -2,7 +2,8 @@
 
     python -m tools.broker --certs DIR [--port 0] [--plain-port 0] [--users FILE] [--require-client-cert]
 
-``--certs DIR`` holds server.pem/server.key/ca.pem as written by ``tools.pki``. Prints one line
+``--certs DIR`` holds server.pem/server.key/ca.pem as written by ``tools.pki``. ``--ciphers`` sets the TLS 1.2
+suites (default: ECDHE suites plus the RSA AES-CBC-SHA suites a BC660K-GL needs). Prints one line
 ``READY tls=<port> plain=<port>`` on stdout when both listeners accept connections, then runs until
 SIGTERM/SIGINT. ``--users FILE`` (JSON ``{"user": "password"}``) turns on username/password checking; a
 wrong password is refused with CONNACK 4 (bad user name or password), an unknown user with 5.
@@ -23,6 +24,11 @@ from dataclasses import dataclass
 from amqtt.broker import Broker
 from amqtt.mqtt.protocol import broker_handler
 from amqtt.plugins.base import BaseAuthPlugin
+
+# TLS 1.2 suites offered: the modern ECDHE ones first, plus the two RSA key-exchange AES-CBC-SHA suites that
+# the BC660K-GL is limited to (seed 004) -- as the IoT platforms that serve such modules do. Python's server
+# default has only the first kind, which a BC660K-GL cannot use (its handshake fails: +QSSLOPEN ... -5).
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:ECDHE+AES:AES128-SHA:AES256-SHA:!aNULL:!eNULL"
 
 # CONNACK return codes (MQTT 3.1.1, 3.2.2.3)
 CONNACK_BAD_CREDENTIALS = 4
@@ -87,8 +93,10 @@ def free_port():
 class BrokerRunner:
     """Owns an amqtt Broker with a TLS listener and a plain listener on 127.0.0.1."""
 
-    def __init__(self, certs, tls_port=0, plain_port=0, plugins=None, require_client_cert=False):
+    def __init__(self, certs, tls_port=0, plain_port=0, plugins=None, require_client_cert=False,
+                 ciphers=DEFAULT_CIPHERS):
         self.certs = certs
+        self.ciphers = ciphers
         self.tls_port = tls_port or free_port()
         self.plain_port = plain_port or free_port()
         self.require_client_cert = require_client_cert
@@ -112,15 +120,18 @@ class BrokerRunner:
         }
 
     async def start(self):
-        if self.require_client_cert:
-            orig = Broker._create_ssl_context
+        orig = Broker._create_ssl_context
+        require, ciphers = self.require_client_cert, self.ciphers
 
-            def strict(listener):
-                ctx = orig(listener)
+        def make_ctx(listener):
+            ctx = orig(listener)
+            if ciphers:
+                ctx.set_ciphers(ciphers)
+            if require:
                 ctx.verify_mode = ssl.CERT_REQUIRED
-                return ctx
+            return ctx
 
-            Broker._create_ssl_context = staticmethod(strict)
+        Broker._create_ssl_context = staticmethod(make_ctx)  # this process runs one broker
         self.broker = Broker(self.config())
         await self.broker.start()
 
@@ -147,6 +158,9 @@ def main(argv=None):
     ap.add_argument("--plain-port", type=int, default=0, help="plain TCP port (default: a free port)")
     ap.add_argument("--users", help="JSON file {user: password}; enables password checking")
     ap.add_argument("--require-client-cert", action="store_true", help="mutual TLS: refuse clients without a certificate from ca.pem")
+    ap.add_argument("--ciphers", default=DEFAULT_CIPHERS,
+                    help="OpenSSL cipher list of the TLS listener (TLS 1.2); default: ECDHE suites plus AES128-SHA and "
+                         "AES256-SHA for the BC660K-GL")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.CRITICAL, stream=sys.stderr)
@@ -154,7 +168,7 @@ def main(argv=None):
     if a.users:
         with open(a.users) as f:
             plugins = {"tools.broker.UserPasswordAuth": {"users": json.load(f)}}
-    runner = BrokerRunner(a.certs, a.port, a.plain_port, plugins, a.require_client_cert)
+    runner = BrokerRunner(a.certs, a.port, a.plain_port, plugins, a.require_client_cert, a.ciphers)
     asyncio.run(_serve(runner))
 
 

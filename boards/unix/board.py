@@ -1,6 +1,7 @@
 # Board definition for the MicroPython unix port: the modem's UART is a tty -- a USB-attached modem
 # (/dev/ttyUSB2) or the modem emulator's pty. There are no power or reset lines: the driver resets the
 # module with AT commands instead. `make run PORT=/dev/ttyUSB2` uses this board.
+import select
 import termios
 
 try:
@@ -36,6 +37,36 @@ def open_tty(path, baud=115200):
     return f
 
 
+class TtyPipe:
+    """The AT engine's byte pipe over a tty. A poll-then-read on a tty can come back empty (another reader took
+    the bytes, or a spurious wake-up); that is not the end of the stream, which only a hang-up (the device
+    unplugged, the emulator stopped) is."""
+
+    def __init__(self, tty):
+        import asyncio
+
+        self.tty = tty
+        self._s = asyncio.StreamReader(tty)
+        self._p = select.poll()
+        self._p.register(tty, select.POLLIN)
+
+    async def readinto(self, buf):
+        while True:
+            n = await self._s.readinto(buf)
+            if n:
+                return n
+            for _, ev in self._p.poll(0):
+                if ev & (select.POLLHUP | select.POLLERR):
+                    return 0
+
+    async def write(self, data):
+        self._s.write(data)
+        await self._s.drain()
+
+    def close(self):
+        self.tty.close()
+
+
 class Board:
     """The board interface drivers use. ``pins`` are absent here: power_on/reset report that they did
     nothing, so the driver falls back to AT+CFUN=1,1 / AT+QRST=1 and to probing with AT."""
@@ -49,6 +80,10 @@ class Board:
 
     def uart(self):
         return open_tty(self.port, self.baud)
+
+    def pipe(self):
+        """The AT engine's pipe to the modem (see cellmqtt.at_engine)."""
+        return TtyPipe(self.uart())
 
     async def power_on(self):
         return False

@@ -5,12 +5,11 @@ PORTS = ("micropython",)
 import asyncio
 
 from board import Board
-from cellmqtt.at_engine import AtEngine, StreamPipe, CmeError, AtClosed, frame_quoted_len
+from cellmqtt.at_engine import AtEngine, CmeError, AtClosed, frame_quoted_len
 
 
 async def test_engine_over_real_pty(pty_peer):
-    tty = Board(pty_peer["port"]).uart()
-    eng = AtEngine(StreamPipe(tty))
+    eng = AtEngine(Board(pty_peer["port"]).pipe())
     recv = []
     eng.urc(b"+QMTRECV:", recv.append, frame_quoted_len(3))
     assert await eng.cmd(b"AT") == []

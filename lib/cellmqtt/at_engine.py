@@ -269,9 +269,8 @@ class Transcript:
 
 
 class StreamPipe:
-    """The engine's byte pipe over a MicroPython stream (machine.UART, or a tty opened by boards/unix).
-
-    The stream must be non-blocking for reads (UART timeout=0; tty with VMIN=VTIME=0)."""
+    """The engine's byte pipe over a MicroPython stream (machine.UART with timeout=0). A tty needs more care
+    (boards/unix/board.py TtyPipe)."""
 
     def __init__(self, stream):
         self._s = asyncio.StreamReader(stream)
@@ -282,6 +281,9 @@ class StreamPipe:
     async def write(self, data):
         self._s.write(data)
         await self._s.drain()
+
+    def close(self):
+        self._s.close()
 
 
 class _Pending:
@@ -361,8 +363,22 @@ class AtEngine:
 
     def start(self):
         """Start the reader task (needs a running event loop; cmd() calls it when needed)."""
-        if self._task is None:
+        if self._task is None and self.closed is None:
             self._task = asyncio.create_task(self._reader())
+
+    def close(self):
+        """Shut the engine down: the only time the reader is cancelled. Pending and later commands get AtClosed;
+        the pipe is closed when it can be."""
+        if self.closed is None:
+            self._close("engine closed")
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if hasattr(self._pipe, "close"):
+            try:
+                self._pipe.close()
+            except OSError as e:
+                self._report("closing the pipe: %r" % e)
 
     # ---- the reader --------------------------------------------------------------------------------------
 

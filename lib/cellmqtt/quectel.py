@@ -1,0 +1,592 @@
+# What the Quectel BG96 and BC660K-GL drivers share: bring-up (probe, RDY, echo, error mode), SIM, network
+# registration, the module clock, events for the application, and the module's native MQTT client
+# (AT+QMT*) behind the Transport interface. Module specifics live in bg96.py and bc660k.py.
+import asyncio
+
+from cellmqtt.at_engine import (AtEngine, AtError, AtTimeout, AtClosed, AtCommandError, CmeError, quote,
+                                args, frame_quoted_len)
+from cellmqtt.transport import (MqttError, NetworkError, DnsError, MqttTimeout, LinkLost, PayloadError,
+                                SubscribeRefused, connack_error)
+from cellmqtt.timeutil import parse_modem_time, TRUSTED_AFTER
+from cellmqtt.compat import ticks_ms, ticks_diff
+
+
+class ModemError(Exception):
+    """A driver-level failure with the module's reason attached."""
+
+
+class ModemNotResponding(ModemError):
+    pass
+
+
+class SimError(ModemError):
+    pass
+
+
+class RegistrationError(ModemError):
+    pass
+
+
+class PdpError(ModemError):
+    pass
+
+
+class CertUploadError(ModemError):
+    pass
+
+
+class ModuleRefused(MqttError):
+    """The module answered an MQTT command with ERROR / +CME ERROR (``code``: the module's code or None)."""
+
+
+def _int(b, default=-1):
+    try:
+        return int(b)
+    except ValueError:
+        return default
+
+
+def _section(config, name):
+    v = config.get(name) if config else None
+    return v if isinstance(v, dict) else {}
+
+
+class Modem:
+    """Base of the drivers. ``board`` gives the modem's byte pipe (board.pipe()) and power lines; ``config`` is
+    the app's configuration (sections "modem", "tls", "mqtt" are read). ``pipe`` overrides board.pipe()."""
+
+    MODEL = b""
+    RXBUF = 2048
+    RESYNC = (b"AT+CMEE?", b"+CMEE:")
+
+    def __init__(self, board, config, pipe=None, transcript=None, log=None):
+        self.board = board
+        self.mcfg = _section(config, "modem")
+        self.tcfg = _section(config, "tls")
+        self.qcfg = _section(config, "mqtt")
+        self.log = log
+        self.at = AtEngine(pipe if pipe is not None else board.pipe(), self.RXBUF, transcript, log, self.RESYNC)
+        self.on_event = None  # callable(kind, value): "reset", "reg", "pdp", "sim" -- called from the reader
+        self.fresh = False  # the module booted while we watched: its volatile settings are factory defaults
+        self.sim_ready = False
+        self.reg_stat = -1
+        self.registered = False
+        self.resets = 0
+        self._reg_ev = asyncio.Event()
+        self._rdy_ev = asyncio.Event()
+        self._transports = []
+        self._time = None  # (unix seconds, ticks_ms) of the last clock reading
+        self.time_trusted = False
+        at = self.at
+        at.urc(b"RDY", self._on_rdy)
+        at.urc(b"POWERED DOWN", self._on_powered_down)
+        at.urc(b"+CPIN:", self._on_cpin)
+        at.urc(b"+CEREG:", self._on_cereg)
+        for p in (b"+CFUN:", b"+QUSIM:", b"+QIND:", b"APP RDY"):
+            at.urc(p, self._ignore)
+
+    # ---- URCs (called from the reader: quick, no awaits) -------------------------------------------------
+
+    def _event(self, kind, value=None):
+        if self.on_event is not None:
+            self.on_event(kind, value)
+
+    def _ignore(self, line):
+        pass
+
+    def _on_rdy(self, line):
+        # A boot: every socket, MQTT client and volatile setting is gone; files and NV settings remain.
+        self.fresh = True
+        self.sim_ready = False
+        self.registered = False
+        self.reg_stat = -1
+        self.resets += 1
+        self.at.echo = None
+        self._rdy_ev.set()
+        self._lost_all(LinkLost("the modem restarted", 0))
+        self._event("reset", self.resets)
+
+    def _on_powered_down(self, line):
+        self.registered = False
+        self._lost_all(LinkLost("the modem powered down", 0))
+
+    def _on_cpin(self, line):
+        self.sim_ready = line.endswith(b"READY")
+        if not self.sim_ready:
+            self._event("sim", line[7:].strip())
+
+    def _on_cereg(self, line):
+        stat = _int(args(line)[0])
+        was = self.registered
+        self.reg_stat = stat
+        self.registered = stat == 1 or stat == 5
+        self._reg_ev.set()
+        if was != self.registered:
+            self._event("reg", stat)
+
+    def _lost_all(self, err):
+        for t in self._transports:
+            t._set_lost(err)
+
+    # ---- bring-up ----------------------------------------------------------------------------------------
+
+    async def start(self, timeout_ms=30000):
+        """Power the module if the board can, wait for RDY or an answer to AT, then echo off and the error
+        mode (``modem.cmee``: 1 numeric, 2 text). Raises ModemNotResponding."""
+        if self.board is not None and self.board.status() is False:
+            await self.board.power_on()
+        t0 = ticks_ms()
+        tried_reset = False
+        while True:
+            try:
+                await self.at.raw_cmd(b"AT", timeout_ms=700)
+                break
+            except AtTimeout:
+                pass
+            except AtCommandError:  # a half-received probe after sleep: the module is alive
+                break
+            if ticks_diff(ticks_ms(), t0) > timeout_ms:
+                if not tried_reset and self.board is not None and await self.board.reset():
+                    tried_reset = True
+                    t0 = ticks_ms()
+                    continue
+                raise ModemNotResponding("no answer to AT within %d s" % (timeout_ms // 1000))
+        await self.at.cmd(b"ATE0")
+        self.at.echo = False
+        cmee = self.mcfg.get("cmee", 1)
+        if cmee not in (1, 2):
+            raise ValueError("modem.cmee must be 1 or 2")
+        await self.at.cmd(b"AT+CMEE=%d" % cmee)
+
+    def close(self):
+        """Stop the AT engine and release the UART (the module itself is left as it is)."""
+        self._lost_all(LinkLost("the driver was closed", 0))
+        self.at.close()
+
+    async def wait_boot(self, timeout_ms=15000):
+        """Wait for the RDY of a module that is restarting (after a reset command or a crash)."""
+        self._rdy_ev.clear()
+        try:
+            await asyncio.wait_for(self._rdy_ev.wait(), timeout_ms / 1000)
+        except asyncio.TimeoutError:
+            raise ModemNotResponding("no RDY within %d s of a restart" % (timeout_ms // 1000)) from None
+
+    async def check_sim(self):
+        """SIM ready, entering ``modem.pin`` when asked. A wrong PIN is never retried (it would lock the SIM)."""
+        if self.sim_ready:
+            return
+        pin = self.mcfg.get("pin")
+        for _ in range(20):
+            try:
+                lines = await self.at.cmd(b"AT+CPIN?", b"+CPIN:", 5000)
+            except CmeError as e:
+                if e.code == 10 or (e.text and "not inserted" in e.text.lower()):
+                    raise SimError("no SIM card (+CME ERROR: %s)" % (e.code or e.text)) from None
+                if e.code == 14 or (e.text and "busy" in e.text.lower()):
+                    await asyncio.sleep(1)
+                    continue
+                raise SimError("SIM failure (+CME ERROR: %s)" % (e.code or e.text)) from None
+            state = lines[0][7:].strip() if lines else b""
+            if state == b"READY":
+                self.sim_ready = True
+                return
+            if state == b"SIM PIN":
+                if not pin:
+                    raise SimError("the SIM needs a PIN and modem.pin is not set")
+                pin_b = str(pin).encode()
+                try:
+                    await self.at.cmd(b"AT+CPIN=" + quote(pin_b, "modem.pin"), timeout_ms=5000, secrets=(pin_b,))
+                except CmeError as e:
+                    raise SimError("the SIM refused modem.pin (+CME ERROR: %s); not retried" % (e.code or e.text)) from None
+                pin = None  # never send it twice
+                await asyncio.sleep(0.5)
+                continue
+            if state == b"SIM PUK":
+                raise SimError("the SIM is locked and needs its PUK")
+            await asyncio.sleep(1)
+        raise SimError("the SIM did not become ready")
+
+    async def wait_registered(self, timeout_ms=None):
+        """Wait until registered (home or roaming) using the +CEREG URCs, polling as a fallback. Returns the
+        stat. Raises RegistrationError when denied or after ``modem.register_timeout_s`` (default 180)."""
+        if timeout_ms is None:
+            timeout_ms = int(self.mcfg.get("register_timeout_s", 180)) * 1000
+        at = self.at
+        await at.cmd(b"AT+CEREG=2")
+        t0 = ticks_ms()
+        while True:
+            self._reg_ev.clear()
+            lines = await at.cmd(b"AT+CEREG?", b"+CEREG:")
+            f = args(lines[0]) if lines else []
+            stat = _int(f[1]) if len(f) > 1 else -1
+            self.reg_stat = stat
+            self.registered = stat == 1 or stat == 5
+            if self.registered:
+                return stat
+            if stat == 3:
+                raise RegistrationError("registration denied by the network (+CEREG stat 3)")
+            left = timeout_ms - ticks_diff(ticks_ms(), t0)
+            if left <= 0:
+                raise RegistrationError("not registered after %d s (+CEREG stat %d)" % (timeout_ms // 1000, stat))
+            try:
+                await asyncio.wait_for(self._reg_ev.wait(), min(left, 10000) / 1000)
+            except asyncio.TimeoutError:
+                pass
+
+    # ---- clock -------------------------------------------------------------------------------------------
+
+    def now(self):
+        """Unix seconds (UTC) from the last clock reading plus elapsed ticks, or None before any reading."""
+        if self._time is None:
+            return None
+        return self._time[0] + ticks_diff(ticks_ms(), self._time[1]) // 1000
+
+    def _set_time(self, unix_s):
+        self._time = (unix_s, ticks_ms())
+        self.time_trusted = unix_s >= TRUSTED_AFTER
+
+    async def read_clock(self):
+        """Read +CCLK; returns Unix seconds (UTC) and sets ``time_trusted`` when the clock was set."""
+        lines = await self.at.cmd(b"AT+CCLK?", b"+CCLK:")
+        t = parse_modem_time(lines[0][6:]) if lines else None
+        if t is not None:
+            self._set_time(t)
+        return t
+
+    async def sync_clock(self):
+        """Make sure the module clock is right (TLS validity checks and cloud timestamps depend on it):
+        +CCLK when the network already set it, else NTP (``modem.ntp_server``). Returns Unix seconds."""
+        t = await self.read_clock()
+        if t is not None and t >= TRUSTED_AFTER:
+            return t
+        return await self.ntp()
+
+    async def ntp(self):
+        server = self.mcfg.get("ntp_server", "pool.ntp.org")
+        port = int(self.mcfg.get("ntp_port", 123))
+        _, res = await self.at.cmd_result(self._ntp_cmd(quote(server, "modem.ntp_server"), port), b"+QNTP:",
+                                          timeout_ms=3000, result_timeout_ms=125000)
+        f = args(res)
+        if _int(f[0]) != 0 or len(f) < 2:
+            raise ModemError("network time failed (+QNTP error %s)" % f[0].decode())
+        t = parse_modem_time(f[1])
+        if t is None:
+            raise ModemError("network time: unreadable answer")
+        self._set_time(t)
+        return t
+
+    def _ntp_cmd(self, server, port):
+        return b"AT+QNTP=%d,%s,%d,1" % (self.pdp_cid(), server, port)
+
+    def pdp_cid(self):
+        return int(self.mcfg.get("pdp_cid", 1))
+
+
+# ---- native MQTT (AT+QMT*) ----------------------------------------------------------------------------------
+
+STAT_TEXT = ("", "closed by the peer", "PINGREQ failed", "CONNECT failed", "CONNACK timeout",
+             "disconnected", "repeated send failures", "link not alive")
+
+
+class NativeMqtt:
+    """The module's own MQTT client, index ``index``, as a Transport (see transport.py).
+
+    The drivers subclass it for their QMTCFG dialect, publish forms and limits. URCs: +QMTRECV delivers
+    messages to ``on_message``; +QMTSTAT (or a module restart) ends the session -- ``wait_lost()`` returns the
+    LinkLost error and every waiting call fails at once."""
+
+    VERSION = 4  # QMTCFG "version" value meaning MQTT 3.1.1
+    OPEN_MS = 75000
+    MAX_PAYLOAD = 1548
+    MAX_INFLIGHT = 5
+    GATE_MS = 0
+    FIXED_LEN = True  # the fixed-length QMTPUB form exists (binary-safe)
+    DEFAULTS = {"keepalive": 120, "session": 1}
+
+    def __init__(self, modem, index=0, tls=True):
+        self.m = modem
+        self.at = modem.at
+        self.id = index
+        self.tls = tls
+        self.max_payload = self.MAX_PAYLOAD
+        self._on_message = None
+        self._connected = False
+        self._maybe_open = not modem.fresh  # a client may be left open from before an MCU reset
+        self._lost = asyncio.Event()
+        self._reason = None
+        self._waiters = []
+        self._msgid = 0
+        self._inflight = 0
+        self._slot = asyncio.Event()
+        q = modem.qcfg
+        self.pkt_timeout = int(q.get("pkt_timeout_s", self.DEFAULTS.get("pkt", 5)))
+        self.retries = int(q.get("retries", self.DEFAULTS.get("retries", 3)))
+        self._pre_stat = b"+QMTSTAT: %d," % index
+        # after the prefix (which holds the client id): msgid, "topic", then the length when there is one
+        self.at.urc(b"+QMTRECV: %d," % index, self._on_recv, frame_quoted_len(2))
+        self.at.urc(self._pre_stat, self._on_stat)
+        modem._transports.append(self)
+
+    def on_message(self, cb):
+        self._on_message = cb
+
+    def is_connected(self):
+        return self._connected
+
+    async def wait_lost(self):
+        await self._lost.wait()
+        return self._reason
+
+    # ---- URC handlers
+
+    def _on_recv(self, line):
+        # +QMTRECV: <id>,<msgid>,"<topic>",[<len>,]"<payload>" -- the payload is raw, never escaped
+        i = line.find(b'"')
+        j = line.find(b'"', i + 1)
+        if i < 0 or j < 0 or self._on_message is None:
+            self.at._unknown(line)
+            return
+        k = j + 2
+        if k < len(line) and 48 <= line[k] <= 57:
+            c = line.find(b",", k)
+            n = int(line[k:c])
+            payload = line[c + 2:c + 2 + n]
+        else:
+            payload = line[k + 1:-1]
+        self._on_message(line[i + 1:j].decode(), payload)
+
+    def _on_stat(self, line):
+        code = _int(line[len(self._pre_stat):].strip())
+        self._maybe_open = False  # +QMTSTAT: the module has already closed this client
+        txt = STAT_TEXT[code] if 0 < code < len(STAT_TEXT) else "unknown reason"
+        self._set_lost(LinkLost("MQTT session closed by the module: %s (+QMTSTAT %d)" % (txt, code), code))
+
+    def _set_lost(self, err):
+        if self._reason is None or self._connected:
+            self._reason = err
+        self._connected = False
+        self._lost.set()
+        for w in self._waiters:
+            if w.line is None:
+                w.error = err
+                w.ev.set()
+        self._slot.set()
+
+    # ---- commands
+
+    async def _call(self, command, result_prefix, result_ms, **kw):
+        """A two-phase QMT command whose wait also ends when the session is lost. Engine errors come out as
+        transport errors (the Transport contract): timeouts, a closed stream, the module's error codes."""
+        at = self.at
+        w = at.expect(result_prefix)
+        self._waiters.append(w)
+        try:
+            try:
+                await at.cmd(command, **kw)
+            except BaseException:
+                at.cancel(w)
+                raise
+            return await at.wait(w, result_ms)
+        except AtTimeout as e:
+            raise MqttTimeout(str(e)) from None
+        except AtClosed as e:
+            raise LinkLost(str(e)) from None
+        except AtCommandError as e:
+            raise self._cmd_error(e) from None
+        finally:
+            self._waiters.remove(w)
+
+    def _cmd_error(self, e):
+        return ModuleRefused("the module refused the MQTT command: %s" % e, e.code)
+
+    def _op_ms(self):
+        return self.pkt_timeout * (self.retries + 1) * 1000 + 5000
+
+    def _next_id(self):
+        self._msgid = self._msgid % 65535 + 1
+        return self._msgid
+
+    def _cfg_commands(self, keepalive, clean):
+        # Only what differs from the module's defaults after a boot; everything when its state is unknown.
+        i = self.id
+        fresh = self.m.fresh
+        out = [b'AT+QMTCFG="version",%d,%d' % (i, self.VERSION)]
+        if self.tls or not fresh:
+            out.append(self._ssl_cfg(1 if self.tls else 0))
+        if not fresh or keepalive != self.DEFAULTS["keepalive"]:
+            out.append(b'AT+QMTCFG="keepalive",%d,%d' % (i, keepalive))
+        if not fresh or (1 if clean else 0) != self.DEFAULTS["session"]:
+            out.append(b'AT+QMTCFG="session",%d,%d' % (i, 1 if clean else 0))
+        if not fresh or self.pkt_timeout != self.DEFAULTS.get("pkt", 5) or self.retries != self.DEFAULTS.get("retries", 3):
+            out.append(b'AT+QMTCFG="timeout",%d,%d,%d,0' % (i, self.pkt_timeout, self.retries))
+        return out
+
+    async def _close_stale(self):
+        try:
+            lines = await self.at.cmd(b"AT+QMTOPEN?", b"+QMTOPEN: %d," % self.id)
+        except AtCommandError:
+            lines = []
+        if lines:
+            await self._close()
+        self._maybe_open = False
+
+    async def _close(self):
+        try:
+            await self._call(b"AT+QMTCLOSE=%d" % self.id, b"+QMTCLOSE: %d," % self.id, 10000)
+        except (AtError, MqttError) as e:
+            if self.m.log:
+                self.m.log("QMTCLOSE %d: %s" % (self.id, e))
+        self._maybe_open = False
+
+    async def connect(self, host, port, client_id, username=None, password=None, keepalive=120, clean=True):
+        """Open the network connection (TLS per the SSL context) and send CONNECT. Raises DnsError, TlsError,
+        NetworkError, ConnectRefused (CONNACK code), MqttTimeout -- never leaves the client half-open."""
+        h = quote(host, "broker host")
+        cmd_conn = b"AT+QMTCONN=%d,%s" % (self.id, quote(client_id, "client id"))
+        secrets = ()
+        if username is not None:
+            cmd_conn += b"," + quote(username, "user name")
+            if password is not None:
+                pw = password.encode() if isinstance(password, str) else password
+                cmd_conn += b"," + quote(pw, "password")
+                secrets = (pw,)
+        self._connected = False
+        self._reason = None
+        self._lost.clear()
+        for c in self._cfg_commands(keepalive, clean):
+            await self.at.cmd(c)
+        if self._maybe_open:
+            await self._close_stale()
+        self._maybe_open = True
+        res = await self._call(b"AT+QMTOPEN=%d,%s,%d" % (self.id, h, port), b"+QMTOPEN: %d," % self.id,
+                               self.OPEN_MS, timeout_ms=5000)
+        code = _int(args(res)[1])
+        if code != 0:
+            self._maybe_open = code == 2
+            raise await self._open_error(code, host, port)
+        try:
+            res = await self._call(cmd_conn, b"+QMTCONN: %d," % self.id, self.pkt_timeout * (self.retries + 1) * 1000 + 5000,
+                                   timeout_ms=5000, secrets=secrets)
+            f = args(res)
+            result = _int(f[1])
+            ret = _int(f[2]) if len(f) > 2 else 0
+            if result == 0 and ret == 0:
+                self._connected = True
+                self._reason = None
+                return
+            if ret > 0:
+                raise connack_error(ret)
+            raise MqttTimeout("the broker did not acknowledge CONNECT (+QMTCONN result %d)" % result, result)
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _open_error(self, code, host, port):
+        if code == 4:
+            return DnsError("cannot resolve the broker host %s (+QMTOPEN 4)" % host, code)
+        if code == 3:
+            return NetworkError("PDP context could not be activated (+QMTOPEN 3)", code)
+        if code == 2:
+            return NetworkError("MQTT client %d is still in use (+QMTOPEN 2)" % self.id, code)
+        if code == 1:
+            return MqttError("the module refused the open parameters (+QMTOPEN 1)", code)
+        if code == 5:
+            return NetworkError("network disconnected while opening (+QMTOPEN 5)", code)
+        return NetworkError("could not open %s:%d%s (+QMTOPEN %d)" % (host, port, " with TLS" if self.tls else "", code), code)
+
+    async def subscribe(self, topic, qos=1):
+        if not self._connected:
+            raise self._reason or LinkLost("not connected")
+        mid = self._next_id()
+        while True:
+            res = await self._call(b"AT+QMTSUB=%d,%d,%s,%d" % (self.id, mid, quote(topic, "topic"), qos),
+                                   b"+QMTSUB: %d,%d," % (self.id, mid), self._op_ms())
+            f = args(res)
+            result = _int(f[2])
+            if result == 1:
+                continue  # retransmission notice: the final result follows
+            if result != 0:
+                raise MqttTimeout("SUBSCRIBE %s not acknowledged" % topic, result)
+            granted = _int(f[3]) if len(f) > 3 else qos
+            if granted == 128:
+                raise SubscribeRefused("the broker refused the subscription to %s" % topic, 128)
+            return granted
+
+    async def unsubscribe(self, topic):
+        mid = self._next_id()
+        res = await self._call(b"AT+QMTUNS=%d,%d,%s" % (self.id, mid, quote(topic, "topic")),
+                               b"+QMTUNS: %d,%d," % (self.id, mid), self._op_ms())
+        if _int(args(res)[2]) != 0:
+            raise MqttTimeout("UNSUBSCRIBE %s not acknowledged" % topic)
+
+    def _pub_form(self, payload):
+        # -> True for the fixed-length form, False for the Ctrl-Z form; PayloadError when neither can carry it
+        if len(payload) > self.max_payload:
+            raise PayloadError("payload of %d bytes exceeds the module's %d-byte limit" % (len(payload), self.max_payload))
+        if self.FIXED_LEN:
+            return True
+        if payload.find(b"\x1a") >= 0 or payload.find(b"\x1b") >= 0:
+            raise PayloadError("payload holds Ctrl-Z/Esc and this firmware has no fixed-length QMTPUB form")
+        return False
+
+    async def publish(self, topic, payload, qos=1, retain=False):
+        """Publish and return once the broker acknowledged it (QoS 1) or the module sent it (QoS 0)."""
+        if isinstance(payload, str):
+            payload = payload.encode()
+        fixed = self._pub_form(payload)
+        t = quote(topic, "topic")
+        if not self._connected:
+            raise self._reason or LinkLost("not connected")
+        while qos and self._inflight >= self.MAX_INFLIGHT:
+            self._slot.clear()
+            await self._slot.wait()
+            if not self._connected:
+                raise self._reason or LinkLost("not connected")
+        mid = self._next_id() if qos else 0
+        cmd = b"AT+QMTPUB=%d,%d,%d,%d,%s" % (self.id, mid, qos, 1 if retain else 0, t)
+        if fixed:
+            cmd += b",%d" % len(payload)
+        if qos:
+            self._inflight += 1
+        try:
+            res = await self._call(cmd, b"+QMTPUB: %d,%d," % (self.id, mid), self._op_ms(), data=payload,
+                                   ctrlz=not fixed, gate_ms=self.GATE_MS, timeout_ms=5000, data_timeout_ms=10000)
+            if _int(args(res)[2]) == 1:  # retransmitting: the final result of the same message follows
+                res = await self._retrans_wait(mid)
+            result = _int(args(res)[2])
+            if result != 0:
+                raise MqttTimeout("PUBLISH to %s not acknowledged (+QMTPUB result %d)" % (topic, result), result)
+        finally:
+            if qos:
+                self._inflight -= 1
+                self._slot.set()
+
+    async def _retrans_wait(self, mid):
+        # After "+QMTPUB: <id>,<mid>,1,<n>" (retransmitting), wait for the final result of the same message.
+        at = self.at
+        while True:
+            w = at.expect(b"+QMTPUB: %d,%d," % (self.id, mid))
+            self._waiters.append(w)
+            try:
+                res = await at.wait(w, self._op_ms())
+            finally:
+                self._waiters.remove(w)
+            if _int(args(res)[2]) != 1:
+                return res
+
+    async def disconnect(self):
+        """Send DISCONNECT and close the client. Never raises for an already-closed session."""
+        was = self._connected
+        self._connected = False
+        if was:
+            try:
+                await self._call(b"AT+QMTDISC=%d" % self.id, b"+QMTDISC: %d," % self.id, 10000)
+                self._maybe_open = False
+            except (AtError, MqttError) as e:
+                if self.m.log:
+                    self.m.log("QMTDISC %d: %s" % (self.id, e))
+        if self._maybe_open:
+            await self._close()
+        if self._reason is None:
+            self._reason = LinkLost("disconnected", 5)
+        self._lost.set()
