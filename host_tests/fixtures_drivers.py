@@ -43,7 +43,7 @@ def mtls_broker(pki, tmp_path):
 
 def _variant(profile, **opts):
     @pytest.fixture
-    def fx(start_modemsim, broker):
+    def fx(broker, start_modemsim):  # the broker first: it then stops after the emulator
         return start_modemsim(profile, resolve=_rules(broker), **opts).info
 
     return fx
@@ -56,16 +56,18 @@ bg96_nonitz = _variant("bg96", no_nitz=True)
 
 
 @pytest.fixture
-def bg96_auth(start_modemsim, auth_broker):
+def bg96_auth(auth_broker, start_modemsim):
     return start_modemsim("bg96", resolve=_rules(auth_broker)).info
 
 
 @pytest.fixture
-def bg96_mtls(start_modemsim, mtls_broker):
+def bg96_mtls(mtls_broker, start_modemsim):
     return start_modemsim("bg96", resolve=_rules(mtls_broker)).info
 
 
 @pytest.fixture
-def bc660k_mtls(start_modemsim, mtls_broker):
+def bc660k_mtls(mtls_broker, start_modemsim):
     return start_modemsim("bc660k", resolve=_rules(mtls_broker)).info
 bg96_noreg = _variant("bg96", settings={"reg": 300})  # registration would take 5 minutes
+bc660k_nonitz = _variant("bc660k", no_nitz=True)
+bc660k_9600 = _variant("bc660k", settings={"uart_bps": 9600})  # a slow line: a PEM outlasts the prompt gate

@@ -246,6 +246,17 @@ async def test_prompt_ctrl_z_form_and_refusal_of_ctrl_z_payload():
     assert len(modem.commands) == 1  # nothing reached the modem
 
 
+async def test_esc_leaves_data_mode_after_a_lost_block():
+    eng, pipe, modem = make()
+    modem.data_reply(b'AT+QSSLCFG=0,0,"cacert"', b"\r\n> ", b"", length=None)  # never answers the block
+    try:
+        await eng.cmd(b'AT+QSSLCFG=0,0,"cacert"', data=b"PEM", ctrlz=True, timeout_ms=200)
+        assert False
+    except AtTimeout:
+        pass
+    assert pipe.tx.endswith(b"PEM\x1a\x1b")
+
+
 async def test_error_instead_of_prompt_sends_no_data():
     eng, pipe, modem = make()
     modem.reply(b'AT+QMTPUB=0,0,0,0,"t",3', b"\r\n+CME ERROR: 8503\r\n")

@@ -759,7 +759,11 @@ class AtEngine:
                 await self._send_data(p, data, ctrlz, ack, secret_data, data_timeout_ms or timeout_ms)
                 if p.final:
                     return p
-                await self._wait(p, data_timeout_ms or timeout_ms)
+                if not await self._wait(p, data_timeout_ms or timeout_ms) and ctrlz:
+                    # The module is still in data mode (it lost the block or its Ctrl-Z): Esc cancels, so the
+                    # next command is not swallowed as data.
+                    self._report("no answer after the data block: sending Esc")
+                    await self._send(ESC)
             else:
                 await self._wait(p, timeout_ms)
             return p

@@ -81,7 +81,8 @@ class Bg96(Modem):
     # ---- signal and network info for telemetry ---------------------------------------------------------
 
     async def signal(self):
-        """{"csq", "rssi", "rsrp", "sinr", "rsrq", "act", "oper", "band", "channel"} (missing values omitted)."""
+        """{"csq", "rssi", "rsrp", "sinr", "rsrq", "act", "oper", "band", "channel", "tac", "ci"} (missing values
+        omitted; the cell comes from the last +CEREG, without a command)."""
         out = {}
         lines = await self.at.cmd(b"AT+CSQ", b"+CSQ:")
         f = args(lines[0]) if lines else ()
@@ -102,6 +103,8 @@ class Bg96(Modem):
             out["oper"] = f[1].decode()
             out["band"] = f[2].decode()
             out["channel"] = _int(f[3])
+        if self.cell:
+            out["tac"], out["ci"] = self.cell
         return out
 
     # ---- PDP context (section 3) -----------------------------------------------------------------------
@@ -485,8 +488,8 @@ class Bg96TlsSocket:
             try:
                 await self.at.cmd(b"AT+QSSLSEND=%d,%d" % (self.client, len(chunk)), data=bytes(chunk), timeout_ms=5000,
                                   data_timeout_ms=30000)
-            except AtCommandError as e:
-                raise NetworkError("TLS send failed: %s" % e) from None
+            except AtCommandError as e:  # the socket died under us (the "closed" URC may still be on its way)
+                raise LinkLost("TLS send failed: %s" % e) from None
 
     async def _close_cmd(self):
         try:

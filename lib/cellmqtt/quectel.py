@@ -71,6 +71,7 @@ class Modem:
         self.sim_ready = False
         self.reg_stat = -1
         self.registered = False
+        self.cell = None  # (tac, ci) of the serving cell, from +CEREG (mode 2)
         self.resets = 0
         self._reg_ev = asyncio.Event()
         self._rdy_ev = asyncio.Event()
@@ -116,7 +117,10 @@ class Modem:
             self._event("sim", line[7:].strip())
 
     def _on_cereg(self, line):
-        stat = _int(args(line)[0])
+        f = args(line)
+        stat = _int(f[0])
+        if len(f) >= 3 and f[1]:
+            self.cell = (f[1].decode(), f[2].decode())
         was = self.registered
         self.reg_stat = stat
         self.registered = stat == 1 or stat == 5
@@ -219,6 +223,8 @@ class Modem:
             lines = await at.cmd(b"AT+CEREG?", b"+CEREG:")
             f = args(lines[0]) if lines else []
             stat = _int(f[1]) if len(f) > 1 else -1
+            if len(f) >= 4 and f[2]:
+                self.cell = (f[2].decode(), f[3].decode())
             self.reg_stat = stat
             self.registered = stat == 1 or stat == 5
             if self.registered:
