@@ -74,7 +74,15 @@ class Board:
     name = "unix"
     has_power_lines = False
 
-    def __init__(self, port, baud=115200):
+    def __init__(self, cfg, baud=115200):
+        # cfg: the app configuration (modem.port, modem.baud) or just the tty path
+        if isinstance(cfg, dict):
+            m = cfg.get("modem", {})
+            port, baud = m.get("port"), m.get("baud", baud)
+        else:
+            port = cfg
+        if not port:
+            raise ValueError("modem.port: the unix port needs the modem's tty (e.g. /dev/ttyUSB2)")
         self.port = port
         self.baud = baud
 
@@ -99,3 +107,9 @@ class Board:
 
     def watchdog(self, timeout_ms):
         return None  # the unix port has no hardware watchdog
+
+    def reboot(self):
+        # "reboot" command on a PC: end the process with EX_TEMPFAIL so a service manager restarts it
+        import sys
+
+        sys.exit(75)

@@ -80,12 +80,14 @@ RANGES = (
     ("tls.seclevel", 0, 2), ("tls.version", 0, 4), ("tls.negotiate_s", 10, 300), ("tls.ctx", 0, 5),
     ("mqtt.port", 1, 65535), ("mqtt.client", 0, 5), ("mqtt.socket", 0, 11), ("mqtt.keepalive", 30, 1200),
     ("mqtt.qos", 0, 1), ("mqtt.pkt_timeout_s", 1, 60), ("mqtt.retries", 0, 10),
-    ("telemetry.interval_s", 5, 86400), ("telemetry.health_every", 1, 1000),
+    ("telemetry.interval_s", 1, 86400), ("telemetry.health_every", 1, 1000),
     ("outbox.max_bytes", 1024, 4194304), ("outbox.max_records", 1, 2000),
     ("backoff.min_s", 1, 3600), ("backoff.max_s", 1, 86400), ("backoff.jitter", 0, 1),
     ("log.file_max", 1024, 1048576), ("log.file_keep", 0, 10), ("watchdog_s", 0, 3600),
     ("cloud.huawei.id_type", 0, 2),
 )
+# Optional keys (default None: leave the module's setting alone) that take one of a few values
+CHOICES = (("modem.scan", ("auto", "lte", "gsm")), ("modem.rat", ("m1", "nb1", "m1+nb1")))
 # What each cloud profile needs (besides the always-required keys)
 NEEDS = {"huawei": ("device_id", "secret"), "enos": ("product_key", "device_key"), "mqtt": ("client_id",)}
 SECRET_KEYS = ("modem.pin", "modem.apn_pass", "cloud.huawei.secret", "cloud.enos.device_secret",
@@ -161,6 +163,10 @@ def validate(raw):
         v = get(cfg, key)
         if v is not None and not lo <= v <= hi:
             raise ConfigError(key, "must be between %s and %s" % (lo, hi))
+    for key, allowed in CHOICES:
+        v = get(cfg, key)
+        if v is not None and v not in allowed:
+            raise ConfigError(key, "must be one of " + ", ".join(allowed))
     prof = cfg["cloud"]["profile"]
     for k in NEEDS[prof]:
         if not get(cfg, "cloud.%s.%s" % (prof, k)):

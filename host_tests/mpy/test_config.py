@@ -38,6 +38,7 @@ def test_every_error_names_the_key():
         ({"mqtt": {"host": "h", "clean": 1}}, "mqtt.clean"),
         ({"modem": {"type": "sim800"}}, "modem.type"),
         ({"modem": {"baud": True}}, "modem.baud"),
+        ({"modem": {"scan": "5g"}}, "modem.scan"),
         ({"tls": {"cert": "c.pem"}}, "tls.key"),
         ({"tls": {"dataformat": [0, 2]}}, "tls.dataformat"),
         ({"cloud": {"profile": "huawei", "huawei": {"device_id": "d"}}}, "cloud.huawei.secret"),

@@ -7,7 +7,7 @@ import binascii
 
 from cellmqtt.at_engine import AtError, AtTimeout, AtCommandError, quote, args, frame_quoted_len
 from cellmqtt.transport import NetworkError, TlsError, MqttTimeout, LinkLost
-from cellmqtt.quectel import Modem, NativeMqtt, ModuleRefused, ModemError, PdpError, CertUploadError, _int
+from cellmqtt.quectel import opt, Modem, NativeMqtt, ModuleRefused, ModemError, PdpError, CertUploadError, _int
 from cellmqtt.certs import Memo, read_pem, checksum
 
 # +QSSLOPEN / +QSSLSEND / +QSSLCLOSE result codes (section 3)
@@ -32,9 +32,9 @@ class Bc660k(Modem):
         self.psm = False
         self._awake = 0
         self._mqtt = None
-        self._sleep_ok = bool(self.mcfg.get("sleep", True))
+        self._sleep_ok = bool(opt(self.mcfg, "sleep", True))
         self.at.wake = self._wake
-        self.at.wake_idle_ms = int(self.mcfg.get("wake_idle_ms", 1000))
+        self.at.wake_idle_ms = int(opt(self.mcfg, "wake_idle_ms", 1000))
         self.at.urc(b"+QNBIOTEVENT:", self._on_event_urc)
 
     def pdp_cid(self):
@@ -71,7 +71,7 @@ class Bc660k(Modem):
         if self._awake and self._sleep_ok:
             self._awake = 0
             await self.at.cmd(b"AT+QSCLK=1")
-            self.at.wake_idle_ms = int(self.mcfg.get("wake_idle_ms", 1000))
+            self.at.wake_idle_ms = int(opt(self.mcfg, "wake_idle_ms", 1000))
 
     def awake(self):
         """``async with modem.awake():`` wake the module (probing past the lost first byte) and keep it
@@ -83,7 +83,7 @@ class Bc660k(Modem):
     async def pdp_up(self):
         """Make sure the default PDP context (cid 0) uses ``modem.apn`` (AT+QCGDEFCONT, stored in NV: a change
         needs a reboot, done here) and return its IP address once attached (AT+CGPADDR=0)."""
-        apn = self.mcfg.get("apn", "")
+        apn = opt(self.mcfg, "apn", "")
         if apn and not self.memo.matches("apn", apn):
             lines = await self.at.cmd(b"AT+QCGDEFCONT?", b"+QCGDEFCONT:")
             have = args(lines[0]) if lines else []
@@ -148,7 +148,7 @@ class Bc660k(Modem):
 
     def cert_files(self):
         t = self.tcfg
-        d = t.get("dir", "certs")
+        d = opt(t, "dir", "certs")
         out = []
         for role, item, kind in (("ca", "cacert", "cert"), ("cert", "clientcert", "cert"), ("key", "clientkey", "key")):
             name = t.get(role)
@@ -215,8 +215,8 @@ class Bc660k(Modem):
             raise ValueError("tls.ca is required to verify the server (tls.seclevel %d)" % level)
         at = self.at
         await at.cmd(b'AT+QSSLCFG=0,0,"seclevel",%d' % level)
-        await at.cmd(b'AT+QSSLCFG=0,0,"sslversion",%d' % int(t.get("version", 3)))
-        to = int(t.get("negotiate_s", 90))
+        await at.cmd(b'AT+QSSLCFG=0,0,"sslversion",%d' % int(opt(t, "version", 3)))
+        to = int(opt(t, "negotiate_s", 90))
         if to != 90:
             await at.cmd(b'AT+QSSLCFG=0,0,"timeout",%d' % to)
 
@@ -225,10 +225,10 @@ class Bc660k(Modem):
         the module's TLS socket). Created once and reused."""
         if self._mqtt is None:
             q = self.qcfg
-            tls = bool(self.tcfg.get("enabled", True))
-            kind = q.get("transport", "native")
+            tls = bool(opt(self.tcfg, "enabled", True))
+            kind = opt(q, "transport", "native")
             if kind == "native":
-                self._mqtt = Bc660kMqtt(self, int(q.get("client", 0)), tls)
+                self._mqtt = Bc660kMqtt(self, int(opt(q, "client", 0)), tls)
             elif kind == "socket":
                 from cellmqtt.mqtt_client import MqttClient
                 self._mqtt = MqttClient(Bc660kTlsSocket(self))
@@ -259,7 +259,7 @@ class _Awake:
                 except AtError as e:
                     if m.log:
                         m.log("QSCLK=1: %s" % e)
-                m.at.wake_idle_ms = int(m.mcfg.get("wake_idle_ms", 1000))
+                m.at.wake_idle_ms = int(opt(m.mcfg, "wake_idle_ms", 1000))
             else:
                 m._awake = 1  # sleep disabled by config: stay awake
         return False
@@ -315,7 +315,7 @@ class Bc660kTlsSocket:
     def __init__(self, modem):
         self.m = modem
         self.at = modem.at
-        df = modem.tcfg.get("dataformat", [0, 1])
+        df = opt(modem.tcfg, "dataformat", [0, 1])
         self.hex_send = bool(df[0])
         self.hex_recv = bool(df[1])
         self._on_data = None
@@ -355,7 +355,7 @@ class Bc660kTlsSocket:
     async def open(self, host, port):
         at = self.at
         await at.cmd(b'AT+QSSLCFG=0,0,"dataformat",%d,%d' % (self.hex_send, self.hex_recv))
-        to = int(self.m.tcfg.get("negotiate_s", 90))
+        to = int(opt(self.m.tcfg, "negotiate_s", 90))
         try:
             _, res = await at.cmd_result(b"AT+QSSLOPEN=0,0,%s,%d,0" % (quote(host, "broker host"), port),
                                          b"+QSSLOPEN: 0,0,", timeout_ms=5000, result_timeout_ms=(to + 10) * 1000)

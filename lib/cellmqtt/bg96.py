@@ -5,7 +5,7 @@ import asyncio
 
 from cellmqtt.at_engine import AtError, AtTimeout, AtCommandError, CmeError, quote, args, frame_line_then_bytes
 from cellmqtt.transport import MqttError, NetworkError, TlsError, DnsError, MqttTimeout, LinkLost
-from cellmqtt.quectel import Modem, NativeMqtt, ModuleRefused, PdpError, CertUploadError, _int
+from cellmqtt.quectel import opt, Modem, NativeMqtt, ModuleRefused, PdpError, CertUploadError, _int
 from cellmqtt.certs import Memo, read_pem, checksum
 
 # TCP/IP error codes (seed 001 table 3) that say what failed when a socket or TLS open fails
@@ -54,11 +54,11 @@ class Bg96(Modem):
         NV memory: once verified they are remembered and not queried again."""
         m = self.mcfg
         want = []
-        if "scan" in m:
+        if m.get("scan") is not None:
             if m["scan"] not in _SCAN:
                 raise ValueError("modem.scan must be one of auto, lte, gsm")
             want.append(["nwscanmode", "%d" % _SCAN[m["scan"]]])  # lists: what the JSON memo gives back
-        if "rat" in m:
+        if m.get("rat") is not None:
             if m["rat"] not in _RAT:
                 raise ValueError("modem.rat must be one of m1, nb1, m1+nb1")
             want.append(["iotopmode", "%d" % _RAT[m["rat"]]])
@@ -115,7 +115,7 @@ class Bg96(Modem):
         at = self.at
         cid = self.pdp_cid()
         m = self.mcfg
-        ctx = [cid, m.get("apn", ""), m.get("apn_user", ""), m.get("apn_pass", ""), int(m.get("apn_auth", 0))]
+        ctx = [cid, opt(m, "apn", ""), opt(m, "apn_user", ""), opt(m, "apn_pass", ""), int(opt(m, "apn_auth", 0))]
         if not self.memo.matches("pdp", ctx):
             pw = str(ctx[3]).encode()
             await at.cmd(b"AT+QICSGP=%d,1,%s,%s,%s,%d" % (cid, quote(ctx[1], "modem.apn"), quote(ctx[2], "modem.apn_user"),
@@ -160,7 +160,7 @@ class Bg96(Modem):
     def cert_files(self):
         """[(role, flash path, module file name, kind)] for tls.ca / tls.cert / tls.key under tls.dir."""
         t = self.tcfg
-        d = t.get("dir", "certs")
+        d = opt(t, "dir", "certs")
         out = []
         for role, kind in (("ca", "cert"), ("cert", "cert"), ("key", "key")):
             name = t.get(role)
@@ -237,7 +237,7 @@ class Bg96(Modem):
     # ---- SSL context (section 5) -----------------------------------------------------------------------
 
     def ssl_ctx(self):
-        return int(self.tcfg.get("ctx", 1))
+        return int(opt(self.tcfg, "ctx", 1))
 
     async def configure_ssl(self):
         """Configure SSL context ``tls.ctx`` from the tls section, secure by default: verify the server
@@ -253,10 +253,10 @@ class Bg96(Modem):
         if level and not t.get("ca"):
             raise ValueError("tls.ca is required to verify the server (tls.seclevel %d)" % level)
         cmds = []
-        version = int(t.get("version", 3))
+        version = int(opt(t, "version", 3))
         if version != 4 or not fresh:
             cmds.append(b'AT+QSSLCFG="sslversion",%d,%d' % (ctx, version))
-        ciphers = str(t.get("ciphers", "0xFFFF")).upper()
+        ciphers = str(opt(t, "ciphers", "0xFFFF")).upper()
         if ciphers != "0XFFFF" or not fresh:
             quote(ciphers, "tls.ciphers")
             cmds.append(b'AT+QSSLCFG="ciphersuite",%d,%s' % (ctx, ciphers.encode()))
@@ -266,7 +266,7 @@ class Bg96(Modem):
             if role in names:
                 cmds.append(b'AT+QSSLCFG="%s",%d,%s' % (item, ctx, quote(names[role])))
         cmds.append(b'AT+QSSLCFG="ignorelocaltime",%d,%d' % (ctx, 1 if t.get("ignore_time") else 0))
-        neg = int(t.get("negotiate_s", 300))
+        neg = int(opt(t, "negotiate_s", 300))
         if neg != 300 or not fresh:
             cmds.append(b'AT+QSSLCFG="negotiatetime",%d,%d' % (ctx, neg))
         for c in cmds:
@@ -297,13 +297,13 @@ class Bg96(Modem):
         "socket" (our MQTT client over the module's TLS socket). Created once and reused."""
         if self._mqtt is None:
             q = self.qcfg
-            tls = bool(self.tcfg.get("enabled", True))
-            kind = q.get("transport", "native")
+            tls = bool(opt(self.tcfg, "enabled", True))
+            kind = opt(q, "transport", "native")
             if kind == "native":
-                self._mqtt = Bg96Mqtt(self, int(q.get("client", 0)), tls)
+                self._mqtt = Bg96Mqtt(self, int(opt(q, "client", 0)), tls)
             elif kind == "socket":
                 from cellmqtt.mqtt_client import MqttClient
-                self._mqtt = MqttClient(Bg96TlsSocket(self, int(q.get("socket", 1)), tls))
+                self._mqtt = MqttClient(Bg96TlsSocket(self, int(opt(q, "socket", 1)), tls))
             else:
                 raise ValueError("mqtt.transport must be native or socket")
         return self._mqtt
@@ -456,7 +456,7 @@ class Bg96TlsSocket:
         _, res = await self.at.cmd_result(
             b"AT+QSSLOPEN=%d,%d,%d,%s,%d,1" % (self.m.pdp_cid(), ctx, self.client, h, port),
             b"+QSSLOPEN: %d," % self.client, timeout_ms=5000,
-            result_timeout_ms=(150 + int(self.m.tcfg.get("negotiate_s", 300))) * 1000)
+            result_timeout_ms=(150 + int(opt(self.m.tcfg, "negotiate_s", 300))) * 1000)
         return _int(args(res)[1])
 
     async def open(self, host, port):

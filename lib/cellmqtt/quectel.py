@@ -46,6 +46,12 @@ def _int(b, default=-1):
         return default
 
 
+def opt(d, key, default):
+    """d[key], or default when it is missing or None (the app's validated config holds None for unset keys)."""
+    v = d.get(key)
+    return default if v is None else v
+
+
 def _section(config, name):
     v = config.get(name) if config else None
     return v if isinstance(v, dict) else {}
@@ -157,7 +163,7 @@ class Modem:
                 raise ModemNotResponding("no answer to AT within %d s" % (timeout_ms // 1000))
         await self.at.cmd(b"ATE0")
         self.at.echo = False
-        cmee = self.mcfg.get("cmee", 1)
+        cmee = opt(self.mcfg, "cmee", 1)
         if cmee not in (1, 2):
             raise ValueError("modem.cmee must be 1 or 2")
         await self.at.cmd(b"AT+CMEE=%d" % cmee)
@@ -214,7 +220,7 @@ class Modem:
         """Wait until registered (home or roaming) using the +CEREG URCs, polling as a fallback. Returns the
         stat. Raises RegistrationError when denied or after ``modem.register_timeout_s`` (default 180)."""
         if timeout_ms is None:
-            timeout_ms = int(self.mcfg.get("register_timeout_s", 180)) * 1000
+            timeout_ms = int(opt(self.mcfg, "register_timeout_s", 180)) * 1000
         at = self.at
         await at.cmd(b"AT+CEREG=2")
         t0 = ticks_ms()
@@ -268,8 +274,8 @@ class Modem:
         return await self.ntp()
 
     async def ntp(self):
-        server = self.mcfg.get("ntp_server", "pool.ntp.org")
-        port = int(self.mcfg.get("ntp_port", 123))
+        server = opt(self.mcfg, "ntp_server", "pool.ntp.org")
+        port = int(opt(self.mcfg, "ntp_port", 123))
         _, res = await self.at.cmd_result(self._ntp_cmd(quote(server, "modem.ntp_server"), port), b"+QNTP:",
                                           timeout_ms=3000, result_timeout_ms=125000)
         f = args(res)
@@ -285,7 +291,7 @@ class Modem:
         return b"AT+QNTP=%d,%s,%d,1" % (self.pdp_cid(), server, port)
 
     def pdp_cid(self):
-        return int(self.mcfg.get("pdp_cid", 1))
+        return int(opt(self.mcfg, "pdp_cid", 1))
 
 
 # ---- native MQTT (AT+QMT*) ----------------------------------------------------------------------------------
@@ -325,8 +331,8 @@ class NativeMqtt:
         self._inflight = 0
         self._slot = asyncio.Event()
         q = modem.qcfg
-        self.pkt_timeout = int(q.get("pkt_timeout_s", self.DEFAULTS.get("pkt", 5)))
-        self.retries = int(q.get("retries", self.DEFAULTS.get("retries", 3)))
+        self.pkt_timeout = int(opt(q, "pkt_timeout_s", self.DEFAULTS.get("pkt", 5)))
+        self.retries = int(opt(q, "retries", self.DEFAULTS.get("retries", 3)))
         self._pre_stat = b"+QMTSTAT: %d," % index
         # after the prefix (which holds the client id): msgid, "topic", then the length when there is one
         self.at.urc(b"+QMTRECV: %d," % index, self._on_recv, frame_quoted_len(2))

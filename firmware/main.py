@@ -1,0 +1,41 @@
+# Device entry point (copied to / as main.py). On a board it runs the application from config.json; on the
+# MicroPython unix port (`make run`) it takes options:
+#   micropython firmware/main.py [--config F] [--secrets F] [--port TTY] [--transcript F]
+import sys
+
+
+def _unix_args(argv):
+    opts = {"--config": "config.json", "--secrets": "secrets.json", "--port": None, "--transcript": None}
+    i = 1
+    while i < len(argv):
+        if argv[i] not in opts or i + 1 >= len(argv):
+            print("usage: micropython firmware/main.py [--config F] [--secrets F] [--port TTY] [--transcript F]")
+            sys.exit(2)
+        opts[argv[i]] = argv[i + 1]
+        i += 2
+    return opts
+
+
+def main():
+    from app.main import run
+
+    if sys.platform not in ("linux", "darwin"):
+        run()  # a board: safe mode returns here and the REPL stays available
+        return
+    o = _unix_args(sys.argv)
+    board = None
+    if o["--port"]:
+        from board import Board
+
+        board = Board({"modem": {"port": o["--port"]}})
+    tr = None
+    if o["--transcript"]:
+        from cellmqtt.at_engine import Transcript
+
+        f = open(o["--transcript"], "a")
+        tr = Transcript(lambda s: (f.write(s), f.flush()))
+    if run(o["--config"], o["--secrets"], board, tr) is not None:
+        sys.exit(2)  # safe mode: the configuration was refused
+
+
+main()

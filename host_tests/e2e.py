@@ -1,0 +1,175 @@
+"""End-to-end support: the real firmware (firmware/main.py on the MicroPython unix port) talking over a pty to
+the modem emulator, whose network side reaches the cloud twin over real TLS.
+
+``Device(...)`` prepares a "flash" directory (config.json, secrets.json, certs/) for one device of one cloud,
+starts the twin and the emulator, and runs/kills/restarts the firmware process. Tests observe through the
+twin's control socket (telemetry, commands, connections) and inject faults through the emulator's.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
+MICROPYPATH = ".frozen:" + ":".join(str(ROOT / p) for p in ("lib", "firmware", "boards/unix"))
+HOST = "iot.test"  # the broker's name in the device config; the emulator resolves it to the twin
+
+HUAWEI_ID = "6203cc94c7fb24029b110408_88888888"
+HUAWEI_SECRET = "s3cret-huawei-device"
+ENOS_PK, ENOS_DK, ENOS_DS, ENOS_PS = "pk-test-1", "dk-test-1", "enos-device-secret-1", "enos-product-secret-1"
+
+
+def devices(cloud, dynamic=False):
+    if cloud == "huawei":
+        d = {"devices": [{"device_id": HUAWEI_ID, "secret": HUAWEI_SECRET}]}
+    elif dynamic:
+        d = {"products": [{"product_key": ENOS_PK, "product_secret": ENOS_PS, "dynamic": True}],
+             "devices": [{"product_key": ENOS_PK, "device_key": ENOS_DK}]}
+    else:
+        d = {"products": [{"product_key": ENOS_PK}],
+             "devices": [{"product_key": ENOS_PK, "device_key": ENOS_DK, "device_secret": ENOS_DS}]}
+    return d
+
+
+def device_config(cloud, modem, transport="native", dynamic=False, mtls=False, interval=2, **over):
+    """config.json and secrets.json contents for the test device."""
+    cfg = {
+        "board": "unix",
+        "modem": {"type": modem, "apn": "iot.test"},
+        "tls": {"ca": "ca.pem"},
+        "mqtt": {"host": HOST, "port": 8883, "transport": transport, "keepalive": 60 if cloud == "enos" else 120},
+        "cloud": {"profile": cloud},
+        "telemetry": {"interval_s": interval, "readings": ["demo", "uptime", "outbox"]},
+        "backoff": {"min_s": 1, "max_s": 4, "jitter": 0.25},
+        "log": {"level": "info"},
+        "watchdog_s": 0,
+    }
+    sec = {}
+    if mtls:
+        cfg["tls"].update({"cert": "client.pem", "key": "client.key"})
+    if cloud == "huawei":
+        cfg["cloud"]["huawei"] = {"device_id": HUAWEI_ID, "service_id": "Telemetry"}
+        sec = {"cloud": {"huawei": {"secret": HUAWEI_SECRET}}}
+    else:
+        cfg["cloud"]["enos"] = {"product_key": ENOS_PK, "device_key": ENOS_DK}
+        sec = {"cloud": {"enos": {"product_secret": ENOS_PS} if dynamic else {"device_secret": ENOS_DS}}}
+    for k, v in over.items():
+        cfg.setdefault(k, {}).update(v) if isinstance(v, dict) else cfg.__setitem__(k, v)
+    return cfg, sec
+
+
+class Firmware:
+    """The firmware as a MicroPython process, in its flash directory."""
+
+    def __init__(self, flash, port, log_path, heapsize=None, transcript=None):
+        self.flash = Path(flash)
+        self.port = port
+        self.log_path = Path(log_path)
+        self.heapsize = heapsize
+        self.transcript = transcript
+        self.proc = None
+
+    def start(self):
+        cmd = [MICROPYTHON]
+        if self.heapsize:
+            cmd += ["-X", "heapsize=" + self.heapsize]
+        cmd += [str(ROOT / "firmware" / "main.py"), "--port", self.port]
+        if self.transcript:
+            cmd += ["--transcript", str(self.transcript)]
+        env = dict(os.environ, MICROPYPATH=MICROPYPATH)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=str(self.flash), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.alive():
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+        self._log.close()
+
+    def wait(self, timeout=20):
+        return self.proc.wait(timeout)
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class Device:
+    """One device of one cloud, end to end. ``start_twin``/``start_modemsim``: the fixtures' factories."""
+
+    def __init__(self, tmp_path, pki, start_twin, start_modemsim, cloud="huawei", modem="bg96", transport="native",
+                 dynamic=False, mtls=False, interval=2, sim_opts=None, twin_opts=None, **over):
+        self.tmp = Path(tmp_path)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.cloud, self.modem_kind, self.dynamic = cloud, modem, dynamic
+        twin_cloud = "huawei" if cloud == "huawei" else "enos"
+        self.twin = start_twin(twin_cloud, devices(twin_cloud, dynamic),
+                               require_client_cert=mtls, **(twin_opts or {}))
+        ti = self.twin.info
+        rules = ["%s:8883=127.0.0.1:%d" % (HOST, ti["tls_port"]), "%s:1883=127.0.0.1:%d" % (HOST, ti["plain_port"])]
+        so = dict(sim_opts or {})
+        so.setdefault("state_dir", str(self.tmp / "module-flash"))
+        self.sim = start_modemsim(modem, resolve=rules, **so)
+        self.flash = self.tmp / "flash"
+        (self.flash / "certs").mkdir(parents=True, exist_ok=True)
+        names = ["ca.pem"] + (["client.pem", "client.key"] if mtls else [])
+        for n in names:
+            shutil.copy(pki[n.replace(".", "_")], self.flash / "certs" / n)
+        cfg, sec = device_config(cloud, modem, transport, dynamic, mtls, interval, **over)
+        self.write_config(cfg, sec)
+        self.fw = None
+        self.runs = 0
+
+    @property
+    def device(self):
+        return HUAWEI_ID if self.cloud == "huawei" else ENOS_DK
+
+    def write_config(self, cfg, sec=None):
+        (self.flash / "config.json").write_text(json.dumps(cfg))
+        if sec is not None:
+            (self.flash / "secrets.json").write_text(json.dumps(sec))
+
+    def start(self, heapsize=None, transcript=None):
+        self.runs += 1
+        self.fw = Firmware(self.flash, self.sim.info["port"], self.tmp / ("firmware-%d.log" % self.runs), heapsize,
+                           transcript).start()
+        return self.fw
+
+    def stop(self):
+        if self.fw is not None:
+            self.fw.kill()
+
+    # ---- observation
+
+    def telemetry(self):
+        return self.twin.control.telemetry(self.device)
+
+    def wait_samples(self, n, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tel = self.telemetry()
+            if len(tel.get("samples", [])) >= n:
+                return tel
+            if self.fw is not None and not self.fw.alive():
+                raise AssertionError("the firmware exited (%s):\n%s" % (self.fw.proc.returncode, self.fw.log_text()[-4000:]))
+            time.sleep(0.2)
+        raise AssertionError("only %d of %d samples after %s s; firmware log:\n%s" % (
+            len(self.telemetry().get("samples", [])), n, timeout, self.fw.log_text()[-4000:] if self.fw else ""))
+
+    def connections(self):
+        return self.twin.control.connections(self.device)
+
+    def fault(self, action):
+        return self.sim.control({"cmd": "fault", "do": action})
