@@ -56,6 +56,7 @@ SCHEMA = {
         "qos": 1,
         "pkt_timeout_s": int,
         "retries": int,
+        "inline": True,
     },
     "cloud": {
         "profile": ("huawei", "enos", "mqtt"),

@@ -13,7 +13,7 @@ import random
 from cellmqtt.compat import ticks_ms, ticks_diff
 from cellmqtt.at_engine import AtError
 from cellmqtt.transport import (MqttError, ConnectRefused, TlsError, NetworkError, LinkLost, SubscribeRefused,
-                                PayloadError)
+                                PayloadError, MqttTimeout)
 from cellmqtt.quectel import ModemError, ModemNotResponding, SimError, RegistrationError, PdpError, CertUploadError
 from cellmqtt.certs import CertError
 from cellmqtt.cloudsign import CloudError, CloudMessageError
@@ -205,6 +205,10 @@ class App:
                     await self._connect()
                     nxt = SUBSCRIBE
                 elif st == SUBSCRIBE:
+                    if getattr(self.profile, "securemode", 2) == 3:
+                        nxt = await self._activating()
+                        self.state = nxt
+                        continue
                     await self._subscribe()
                     if hasattr(m, "allow_sleep"):
                         await m.allow_sleep()
@@ -218,7 +222,7 @@ class App:
                     nxt = await self._running()
                 self.state = nxt
             except Exception as e:  # every failure goes back to the state that can fix it, after a back-off
-                nxt = self._loss_state if st == RUNNING and self._loss_state else self._after_failure(st, e)
+                nxt = self._loss_state if st in (RUNNING, SUBSCRIBE) and self._loss_state else self._after_failure(st, e)
                 self._loss_state = None
                 self.last_error = "%s: %s" % (type(e).__name__, e)
                 self.failures += 1
@@ -258,6 +262,26 @@ class App:
                 self.log.debug("disconnect: %s", e)
         self._loss_state = state
         raise err  # a lost link is a failure like any other: the state that fixes it, after the back-off
+
+    async def _activating(self):
+        # EnOS dynamic activation: the cloud pushes the device secret right after CONNACK, unsubscribed. Send
+        # nothing meanwhile (no SUBSCRIBE, no telemetry): a module that drops URCs while it sends (BC660K-GL
+        # data mode) would lose the only copy, and the cloud already switched to the new secret.
+        self._trouble.clear()
+        self._reason = None
+        self.log.info("waiting for the activation message")
+        lost = asyncio.create_task(self._watch_lost(self.t))
+        try:
+            await asyncio.wait_for(self._trouble.wait(), 60)
+        except asyncio.TimeoutError:
+            raise MqttTimeout("no activation message within 60 s") from None
+        finally:
+            lost.cancel()
+        err, state = self._reason
+        self._loss_state = state
+        if self.t is not None:
+            await self.t.disconnect()
+        raise err
 
     async def _watch_lost(self, t):
         err = await t.wait_lost()
@@ -304,7 +328,6 @@ class App:
                 break
             self.log.info("connect rate limit: waiting %d ms", wait)
             await asyncio.sleep(wait / 1000)
-        self.connects.append(ticks_ms())
 
     async def _connect(self):
         q = self.cfg["mqtt"]
@@ -315,7 +338,11 @@ class App:
         if pw:
             self.log.add_secret(pw)
         self.log.info("connecting to %s:%d as %s", q["host"], q["port"], cid)
-        await self.t.connect(q["host"], q["port"], cid, user, pw, q["keepalive"], q["clean"])
+        try:
+            await self.t.connect(q["host"], q["port"], cid, user, pw, q["keepalive"], q["clean"])
+        finally:
+            if getattr(self.t, "sent_connect", True):  # only CONNECTs the broker saw count against its limit
+                self.connects.append(ticks_ms())
 
     async def _subscribe(self):
         for topic, qos in self.profile.subscriptions():

@@ -31,6 +31,7 @@ class Bc660k(Modem):
         self.pushed_bytes = 0
         self.psm = False
         self._awake = 0
+        self._released = False
         self._mqtt = None
         self._sleep_ok = bool(opt(self.mcfg, "sleep", True))
         self.at.wake = self._wake
@@ -204,9 +205,30 @@ class Bc660k(Modem):
         self.pushed_bytes += sent
         return sent
 
+    async def release(self):
+        """Close what a previous run of the firmware left open in the module (after an MCU reset the module
+        still holds it, and an open TLS socket or MQTT client locks the SSL settings: +CME ERROR: 3)."""
+        at = self.at
+        try:
+            await at.cmd_result(b"AT+QSSLCLOSE=0,0", b"+QSSLCLOSE: 0,0,", timeout_ms=5000, result_timeout_ms=15000)
+        except AtError:
+            pass  # nothing was open
+        lines = await at.cmd(b"AT+QMTOPEN?", b"+QMTOPEN:")
+        for line in lines:
+            i = _int(args(line)[0])
+            try:
+                await at.cmd_result(b"AT+QMTCLOSE=%d" % i, b"+QMTCLOSE: %d," % i, timeout_ms=5000,
+                                    result_timeout_ms=15000)
+            except AtError as e:
+                if self.log:
+                    self.log("QMTCLOSE %d: %s" % (i, e))
+        self._released = True
+
     async def configure_ssl(self):
         """seclevel (1 verify the server, 2 with a client certificate), sslversion (3 = TLS 1.2), timeout and
         dataformat from the tls section; these settings are not kept by the module, so they are set each boot."""
+        if not self.fresh and not self._released:
+            await self.release()
         t = self.tcfg
         level = t.get("seclevel")
         if level is None:
@@ -267,8 +289,12 @@ class _Awake:
 
 class Bc660kMqtt(NativeMqtt):
     """BC660K-GL native MQTT (section 4): version 1 = 3.1.1, client 0..4, SSL context 0 / connection 0,
-    length-prefixed +QMTRECV (showrecvlen), the fixed-length (binary-safe) publish form after the 500 ms gate,
-    payloads up to 1460 bytes, QMTOPEN up to 176 s."""
+    length-prefixed +QMTRECV (showrecvlen), QMTOPEN up to 176 s.
+
+    Publishing: the module loses every URC that arrives while it is in data mode (after ">", gate included), so
+    an incoming command would be lost during each publish. With ``mqtt.inline`` (default) the payload travels
+    hex-encoded inside the command line (form 3, "dataformat" send = hex): no data mode at all, binary-safe,
+    up to 730 bytes. Without it: the fixed-length data-mode form after the 500 ms gate, up to 1460 bytes."""
 
     VERSION = 1
     OPEN_MS = 176000
@@ -276,6 +302,12 @@ class Bc660kMqtt(NativeMqtt):
     GATE_MS = 550
     FIXED_LEN = True
     DEFAULTS = {"keepalive": 120, "session": 1, "pkt": 30, "retries": 0}
+
+    def __init__(self, modem, index=0, tls=True):
+        super().__init__(modem, index, tls)
+        self.inline = bool(opt(modem.qcfg, "inline", True))
+        if self.inline:
+            self.max_payload = 730
 
     def _ssl_cfg(self, enable):
         if enable:
@@ -285,7 +317,14 @@ class Bc660kMqtt(NativeMqtt):
     def _cfg_commands(self, keepalive, clean):
         out = super()._cfg_commands(keepalive, clean)
         out.append(b'AT+QMTCFG="showrecvlen",%d,1' % self.id)
+        if self.inline or not self.m.fresh:
+            out.append(b'AT+QMTCFG="dataformat",%d,%d,0' % (self.id, 1 if self.inline else 0))
         return out
+
+    def _pub_cmd(self, cmd, payload, fixed):
+        if self.inline:
+            return cmd + b",%d,\"%s\"" % (len(payload), binascii.hexlify(payload)), None
+        return super()._pub_cmd(cmd, payload, fixed)
 
     def _cmd_error(self, e):
         if e.code in _MQTT_ERR:
@@ -321,6 +360,7 @@ class Bc660kTlsSocket:
         self._on_data = None
         self._on_close = None
         self.open_ = False
+        self._checked = False
         self._pre = b'+QSSLURC: "recv",0,0,'
         self.at.urc(self._pre, self._recv, frame_quoted_len(0, 2 if self.hex_recv else 1))
         self.at.urc(b'+QSSLURC: "closed",0,0', self._closed)
@@ -354,6 +394,10 @@ class Bc660kTlsSocket:
 
     async def open(self, host, port):
         at = self.at
+        if not self.m.fresh and not self._checked:  # a socket left open by the firmware before an MCU reset
+            self.open_ = True
+            await self.close()
+        self._checked = True
         await at.cmd(b'AT+QSSLCFG=0,0,"dataformat",%d,%d' % (self.hex_send, self.hex_recv))
         to = int(opt(self.m.tcfg, "negotiate_s", 90))
         try:

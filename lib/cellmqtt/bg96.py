@@ -424,6 +424,7 @@ class Bg96TlsSocket:
         self._on_data = None
         self._on_close = None
         self.open_ = False
+        self._checked = False
         self._pre = b'+QSSLURC: "recv",%d,' % client
         self.at.urc(self._pre, self._recv, frame_line_then_bytes(0))
         self.at.urc(b'+QSSLURC: "closed",%d' % client, self._closed)
@@ -460,6 +461,9 @@ class Bg96TlsSocket:
         return _int(args(res)[1])
 
     async def open(self, host, port):
+        if not self.m.fresh and not self._checked:
+            await self._close_cmd()  # a socket left open by the firmware before an MCU reset
+        self._checked = True
         try:
             err = await self._open(host, port)
         except AtTimeout as e:

@@ -155,9 +155,11 @@ class MqttClient:
             try:
                 self._sock.on_data(self._on_data)
                 self._sock.on_close(self._on_close)
+                self.sent_connect = False
                 await self._sock.open(host, port)
                 if self._state != _CONNECTING:  # the socket reported closed during open
                     raise LinkLost("socket closed while opening")
+                self.sent_connect = True  # the broker sees this attempt (clouds rate-limit CONNECTs)
                 await self._write(pkt)
                 sent = True
             finally:

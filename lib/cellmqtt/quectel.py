@@ -465,10 +465,11 @@ class NativeMqtt:
         self._connected = False
         self._reason = None
         self._lost.clear()
+        self.sent_connect = False
+        if self._maybe_open:  # first: an open client locks its settings (BC660K-GL: +CME ERROR: 3)
+            await self._close_stale()
         for c in self._cfg_commands(keepalive, clean):
             await self.at.cmd(c)
-        if self._maybe_open:
-            await self._close_stale()
         self._maybe_open = True
         res = await self._call(b"AT+QMTOPEN=%d,%s,%d" % (self.id, h, port), b"+QMTOPEN: %d," % self.id,
                                self.OPEN_MS, timeout_ms=5000)
@@ -476,6 +477,7 @@ class NativeMqtt:
         if code != 0:
             self._maybe_open = code == 2
             raise await self._open_error(code, host, port)
+        self.sent_connect = True  # the broker sees this attempt (clouds rate-limit CONNECTs)
         try:
             res = await self._call(cmd_conn, b"+QMTCONN: %d," % self.id, self.pkt_timeout * (self.retries + 1) * 1000 + 5000,
                                    timeout_ms=5000, secrets=secrets)
@@ -555,14 +557,16 @@ class NativeMqtt:
             if not self._connected:
                 raise self._reason or LinkLost("not connected")
         mid = self._next_id() if qos else 0
-        cmd = b"AT+QMTPUB=%d,%d,%d,%d,%s" % (self.id, mid, qos, 1 if retain else 0, t)
-        if fixed:
-            cmd += b",%d" % len(payload)
+        cmd, data = self._pub_cmd(b"AT+QMTPUB=%d,%d,%d,%d,%s" % (self.id, mid, qos, 1 if retain else 0, t), payload,
+                                  fixed)
         if qos:
             self._inflight += 1
         try:
-            res = await self._call(cmd, b"+QMTPUB: %d,%d," % (self.id, mid), self._op_ms(), data=payload,
-                                   ctrlz=not fixed, gate_ms=self.GATE_MS, timeout_ms=5000, data_timeout_ms=10000)
+            if data is None:  # the whole message is in the command line: no data mode
+                res = await self._call(cmd, b"+QMTPUB: %d,%d," % (self.id, mid), self._op_ms(), timeout_ms=5000)
+            else:
+                res = await self._call(cmd, b"+QMTPUB: %d,%d," % (self.id, mid), self._op_ms(), data=data,
+                                       ctrlz=not fixed, gate_ms=self.GATE_MS, timeout_ms=5000, data_timeout_ms=10000)
             if _int(args(res)[2]) == 1:  # retransmitting: the final result of the same message follows
                 res = await self._retrans_wait(mid)
             result = _int(args(res)[2])
@@ -572,6 +576,10 @@ class NativeMqtt:
             if qos:
                 self._inflight -= 1
                 self._slot.set()
+
+    def _pub_cmd(self, cmd, payload, fixed):
+        # -> (command line, data block or None); the fixed-length form names the length
+        return (cmd + b",%d" % len(payload), payload) if fixed else (cmd, payload)
 
     async def _retrans_wait(self, mid):
         # After "+QMTPUB: <id>,<mid>,1,<n>" (retransmitting), wait for the final result of the same message.
