@@ -19,8 +19,13 @@ $(STAMP): requirements.txt
 test: $(STAMP)
 	$(PY) -m pytest -n 4 --dist loadgroup $(PYTEST_ARGS)
 
+CLOUD ?= huawei
+MODEM ?= bg96
+TRANSPORT ?= native
+DEMO_ARGS ?=
+
 demo: $(STAMP)
-	@echo "make demo: not built yet (issue 8: cloud twin and end-to-end demo). Run 'make test' for now."
+	$(PY) -m tools.demo --cloud $(CLOUD) --modem $(MODEM) --transport $(TRANSPORT) $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m tools.bench

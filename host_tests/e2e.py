@@ -18,50 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
 MICROPYPATH = ".frozen:" + ":".join(str(ROOT / p) for p in ("lib", "firmware", "boards/unix"))
-HOST = "iot.test"  # the broker's name in the device config; the emulator resolves it to the twin
-
-HUAWEI_ID = "6203cc94c7fb24029b110408_88888888"
-HUAWEI_SECRET = "s3cret-huawei-device"
-ENOS_PK, ENOS_DK, ENOS_DS, ENOS_PS = "pk-test-1", "dk-test-1", "enos-device-secret-1", "enos-product-secret-1"
-
-
-def devices(cloud, dynamic=False):
-    if cloud == "huawei":
-        d = {"devices": [{"device_id": HUAWEI_ID, "secret": HUAWEI_SECRET}]}
-    elif dynamic:
-        d = {"products": [{"product_key": ENOS_PK, "product_secret": ENOS_PS, "dynamic": True}],
-             "devices": [{"product_key": ENOS_PK, "device_key": ENOS_DK}]}
-    else:
-        d = {"products": [{"product_key": ENOS_PK}],
-             "devices": [{"product_key": ENOS_PK, "device_key": ENOS_DK, "device_secret": ENOS_DS}]}
-    return d
-
-
-def device_config(cloud, modem, transport="native", dynamic=False, mtls=False, interval=2, **over):
-    """config.json and secrets.json contents for the test device."""
-    cfg = {
-        "board": "unix",
-        "modem": {"type": modem, "apn": "iot.test"},
-        "tls": {"ca": "ca.pem"},
-        "mqtt": {"host": HOST, "port": 8883, "transport": transport, "keepalive": 60 if cloud == "enos" else 120},
-        "cloud": {"profile": cloud},
-        "telemetry": {"interval_s": interval, "readings": ["demo", "uptime", "outbox"]},
-        "backoff": {"min_s": 1, "max_s": 4, "jitter": 0.25},
-        "log": {"level": "info"},
-        "watchdog_s": 0,
-    }
-    sec = {}
-    if mtls:
-        cfg["tls"].update({"cert": "client.pem", "key": "client.key"})
-    if cloud == "huawei":
-        cfg["cloud"]["huawei"] = {"device_id": HUAWEI_ID, "service_id": "Telemetry"}
-        sec = {"cloud": {"huawei": {"secret": HUAWEI_SECRET}}}
-    else:
-        cfg["cloud"]["enos"] = {"product_key": ENOS_PK, "device_key": ENOS_DK}
-        sec = {"cloud": {"enos": {"product_secret": ENOS_PS} if dynamic else {"device_secret": ENOS_DS}}}
-    for k, v in over.items():
-        cfg.setdefault(k, {}).update(v) if isinstance(v, dict) else cfg.__setitem__(k, v)
-    return cfg, sec
+from tools.demo import (HOST, HUAWEI_ID, HUAWEI_SECRET, ENOS_PK, ENOS_DK, ENOS_DS, ENOS_PS,  # noqa: F401
+                        devices, device_config)
 
 
 class Firmware:

@@ -179,6 +179,7 @@ class App:
                 if st == POWER:
                     self._set_offline()
                     await m.start()
+                    self.log.info("modem ready (%s)", self.cfg["modem"]["type"])
                     nxt = SIM
                 elif st == SIM:
                     await m.check_sim()
@@ -188,7 +189,9 @@ class App:
                         await m.configure_power()
                     nxt = REG
                 elif st == REG:
-                    await m.wait_registered()
+                    stat = await m.wait_registered()
+                    self.log.info("registered on the network (%s, cell %s)", "roaming" if stat == 5 else "home",
+                                  "/".join(m.cell) if m.cell else "?")
                     nxt = PDP
                 elif st == PDP:
                     ip = await m.pdp_up()
@@ -203,6 +206,8 @@ class App:
                     nxt = CONNECT
                 elif st == CONNECT:
                     await self._connect()
+                    self.log.info("MQTT connected over %s (%s transport)", "TLS" if self.cfg["tls"]["enabled"] else "TCP",
+                                  self.cfg["mqtt"]["transport"])
                     nxt = SUBSCRIBE
                 elif st == SUBSCRIBE:
                     if getattr(self.profile, "securemode", 2) == 3:
@@ -278,9 +283,12 @@ class App:
         finally:
             lost.cancel()
         err, state = self._reason
-        self._loss_state = state
         if self.t is not None:
             await self.t.disconnect()
+        if getattr(self.profile, "securemode", 2) == 2:  # activated: reconnect with the new secret at once
+            self.log.info("reconnecting with the device secret")
+            return CONNECT
+        self._loss_state = state
         raise err
 
     async def _watch_lost(self, t):
@@ -420,6 +428,7 @@ class App:
                 continue
             self.outbox.ack(sid)
             self.published += 1
+            self.log.debug("sample %d delivered", sid)
 
     # ---- commands ------------------------------------------------------------------------------------------
 

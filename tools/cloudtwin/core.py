@@ -119,9 +119,15 @@ class Telemetry:
         self.events = []
         self.binary = 0
         self.dup_flag = 0  # PUBLISHes that arrived with DUP=1 (amqtt only; mosquitto does not pass it on)
+        self.recent = []  # the last RECENT samples' readings, for people watching (the demo) and debugging
 
-    def sample(self, sample_id, dup_flag):
+    RECENT = 20
+
+    def sample(self, sample_id, dup_flag, data=None):
         self.messages += 1
+        if data is not None:
+            self.recent.append({"sample_id": sample_id, "data": data})
+            del self.recent[:-self.RECENT]
         if dup_flag:
             self.dup_flag += 1
         if sample_id is None:
@@ -139,7 +145,7 @@ class Telemetry:
         return {"messages": self.messages, "samples": list(self.samples), "unique": len(self.samples),
                 "duplicates": len(self.duplicate_ids), "duplicate_ids": list(self.duplicate_ids),
                 "missing_id": self.missing_id, "bad": list(self.bad), "events": list(self.events),
-                "binary": self.binary, "dup_flag": self.dup_flag}
+                "binary": self.binary, "dup_flag": self.dup_flag, "recent": list(self.recent)}
 
 
 class Twin:

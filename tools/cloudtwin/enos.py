@@ -249,7 +249,7 @@ class EnosTwin(Twin):
         params = obj["params"]
         if not isinstance(params, dict) or not isinstance(params.get("measurepoints"), dict):
             return "params needs a measurepoints object"
-        tele.sample(obj["id"], dup)
+        tele.sample(obj["id"], dup, params["measurepoints"])
         return None
 
     def _post_batch(self, tele, obj, dup):

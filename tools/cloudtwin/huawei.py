@@ -98,7 +98,7 @@ class HuaweiTwin(Twin):
                 tele.bad.append({"time": self.now_iso(), "topic": topic, "payload": excerpt(payload),
                                  "why": "deviceReq needs data: [{serviceId: str, serviceData: {...}}, ...]"})
                 return
-            tele.sample(obj.get("identifier"), dup)
+            tele.sample(obj.get("identifier"), dup, data[0]["serviceData"])
         elif kind == "deviceRsp":
             mid = obj.get("mid")
             errcode = obj.get("errcode")

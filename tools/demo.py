@@ -1,0 +1,308 @@
+"""`make demo`: the whole mission on one machine, narrated in plain words.
+
+    python -m tools.demo [--cloud huawei|enos|enos-dynamic] [--modem bg96|bc660k] [--transport native|socket]
+                         [--forever] [--fresh] [--workdir build/demo]
+
+The firmware (firmware/main.py on the MicroPython unix port) talks over a pty to the modem emulator, whose
+network side reaches the cloud twin over real TLS. The demo generates the test certificates, starts the twin
+and the emulator, prepares the device's flash (config, secrets, certificates), runs the firmware and tells
+what happens: registration, certificate upload (skipped on the next run: the emulated module keeps its files
+in --workdir), the TLS connection, telemetry arriving at the cloud, a command sent down and its reply. It
+exits 0 after that short scenario, or keeps running with --forever (Ctrl-C stops it).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tools import pki
+from tools.service import Service, python_module, ROOT
+
+HOST = "iot.test"  # the broker's name in the device config; the emulator resolves it to the twin
+MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
+MICROPYPATH = ".frozen:" + ":".join(str(ROOT / p) for p in ("lib", "firmware", "boards/unix"))
+
+HUAWEI_ID = "6203cc94c7fb24029b110408_88888888"
+HUAWEI_SECRET = "s3cret-huawei-device"
+ENOS_PK, ENOS_DK, ENOS_DS, ENOS_PS = "pk-test-1", "dk-test-1", "enos-device-secret-1", "enos-product-secret-1"
+
+
+def devices(cloud, dynamic=False):
+    """The twin's device registry for the demo device."""
+    if cloud == "huawei":
+        return {"devices": [{"device_id": HUAWEI_ID, "secret": HUAWEI_SECRET}]}
+    if dynamic:
+        return {"products": [{"product_key": ENOS_PK, "product_secret": ENOS_PS, "dynamic": True}],
+                "devices": [{"product_key": ENOS_PK, "device_key": ENOS_DK}]}
+    return {"products": [{"product_key": ENOS_PK}],
+            "devices": [{"product_key": ENOS_PK, "device_key": ENOS_DK, "device_secret": ENOS_DS}]}
+
+
+def device_config(cloud, modem, transport="native", dynamic=False, mtls=False, interval=2, **over):
+    """(config.json, secrets.json) contents for the demo/test device."""
+    cfg = {
+        "board": "unix",
+        "modem": {"type": modem, "apn": "iot.test"},
+        "tls": {"ca": "ca.pem"},
+        "mqtt": {"host": HOST, "port": 8883, "transport": transport, "keepalive": 60 if cloud == "enos" else 120},
+        "cloud": {"profile": cloud},
+        "telemetry": {"interval_s": interval, "readings": ["demo", "uptime", "outbox"]},
+        "backoff": {"min_s": 1, "max_s": 4, "jitter": 0.25},
+        "log": {"level": "info"},
+        "watchdog_s": 0,
+    }
+    if mtls:
+        cfg["tls"].update({"cert": "client.pem", "key": "client.key"})
+    if cloud == "huawei":
+        cfg["cloud"]["huawei"] = {"device_id": HUAWEI_ID, "service_id": "Telemetry"}
+        sec = {"cloud": {"huawei": {"secret": HUAWEI_SECRET}}}
+    else:
+        cfg["cloud"]["enos"] = {"product_key": ENOS_PK, "device_key": ENOS_DK}
+        sec = {"cloud": {"enos": {"product_secret": ENOS_PS} if dynamic else {"device_secret": ENOS_DS}}}
+    for k, v in over.items():
+        if isinstance(v, dict):
+            cfg.setdefault(k, {}).update(v)
+        else:
+            cfg[k] = v
+    return cfg, sec
+
+
+# ---- narration of the firmware's own log ----------------------------------------------------------------------
+
+def _say(msg):
+    print("  " + msg, flush=True)
+
+
+def narrate(line, modem_name):
+    """Turn one firmware log line into plain words (or None for lines that need none)."""
+    parts = line.split(" ", 2)
+    if len(parts) < 3:
+        return None
+    level, msg = parts[1], parts[2]
+    if msg.startswith("modem ready"):
+        return "The %s modem answers on its UART; echo off, error codes on." % modem_name
+    if msg.startswith("registered on the network"):
+        return "Registered on the cellular network " + msg.split("network ", 1)[1] + "."
+    if msg.startswith("network up: "):
+        ip = msg.split("ip ", 1)[1].split(",")[0]
+        t = int(msg.split("clock ", 1)[1].split(" ")[0])
+        when = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return "Data connection up (IP %s); modem clock set to %s, so TLS date checks stay on." % (ip, when)
+    if msg.startswith("certificates: "):
+        n = int(msg.split(" ")[1])
+        if n:
+            return "Uploaded the CA certificate from flash into the modem (%d bytes, checksum verified)." % n
+        return "Certificates already in the modem and unchanged: nothing uploaded (skipped)."
+    if msg.startswith("connecting to "):
+        return "Opening MQTT over TLS to the cloud as " + msg.split(" as ", 1)[1] + " (credentials computed on the device)."
+    if msg.startswith("MQTT connected"):
+        return "TLS handshake done (server verified against the uploaded CA) and MQTT session accepted by the cloud."
+    if msg.startswith("waiting for the activation"):
+        return "Dynamic activation: waiting quietly for the cloud to push the device secret..."
+    if msg.startswith("activated"):
+        return "Received the device secret, stored it on flash (atomically) and replied."
+    if msg.startswith("reconnecting with the device secret"):
+        return "Reconnecting with the device secret (securemode 2)."
+    if msg == "running":
+        return "Subscribed to the command topics: the device is online."
+    if level in ("WARN", "ERROR"):
+        return "[%s] %s" % (level.lower(), msg)
+    return None
+
+
+class Tail(threading.Thread):
+    def __init__(self, path, modem_name):
+        super().__init__(daemon=True)
+        self.path = path
+        self.modem_name = modem_name
+        self.stop_ = False
+        self.seen = []
+
+    def run(self):
+        pos = 0
+        while not self.stop_:
+            try:
+                with open(self.path, errors="replace") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+                    pos = f.tell()
+            except OSError:
+                chunk = ""
+            for line in chunk.splitlines():
+                self.seen.append(line)
+                text = narrate(line, self.modem_name)
+                if text:
+                    _say(text)
+            time.sleep(0.1)
+
+
+# ---- the demo -------------------------------------------------------------------------------------------------
+
+def _pki(work, fresh):
+    d = work / "pki"
+    if fresh or not (d / "ca.pem").exists():
+        pki.generate(d, hosts=("localhost", "127.0.0.1", HOST))
+        print("Test PKI: generated a CA, a server certificate for %s and a device certificate in %s" % (HOST, d))
+    else:
+        print("Test PKI: reusing %s" % d)
+    return {n.replace(".", "_"): str(d / n) for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--cloud", choices=("huawei", "enos", "enos-dynamic"), default="huawei")
+    ap.add_argument("--modem", choices=("bg96", "bc660k"), default="bg96")
+    ap.add_argument("--transport", choices=("native", "socket"), default="native")
+    ap.add_argument("--forever", action="store_true", help="keep running after the scenario (Ctrl-C stops)")
+    ap.add_argument("--fresh", action="store_true", help="forget the certificates, the module's flash and the device's state")
+    ap.add_argument("--workdir", default=str(ROOT / "build" / "demo"))
+    ap.add_argument("--timeout", type=float, default=60, help="seconds each step may take (default 60)")
+    a = ap.parse_args(argv)
+    cloud = "huawei" if a.cloud == "huawei" else "enos"
+    dynamic = a.cloud == "enos-dynamic"
+    modem_name = {"bg96": "BG96", "bc660k": "BC660K-GL"}[a.modem]
+    work = Path(a.workdir)
+    tag = "%s-%s-%s" % (a.cloud, a.modem, a.transport)
+    if a.fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    print("cellmqtt demo: %s modem, %s cloud, %s MQTT transport" % (modem_name, a.cloud, a.transport))
+    keys = _pki(work, a.fresh)
+    certs = str(work / "pki")
+    procs = []
+    fw = None
+    tail = None
+    sockdir = tempfile.mkdtemp(prefix="cellmqtt-demo-")  # unix socket paths must stay short (108 bytes)
+    try:
+        devfile = work / ("devices-%s.json" % tag)
+        devfile.write_text(json.dumps(devices(cloud, dynamic)))
+        twin_state = work / ("twin-%s" % tag)
+        if dynamic:
+            shutil.rmtree(twin_state, ignore_errors=True)  # a dynamic device activates on every demo run
+        twin = Service(python_module("tools.cloudtwin", "--cloud", cloud, "--certs", certs, "--devices", devfile,
+                                     "--control", os.path.join(sockdir, "twin.sock")),
+                       "READY", logs / ("twin-%s.log" % tag))
+        procs.append(twin)
+        t = twin.fields()
+        from tools.cloudtwin.control import TwinControl
+        ctl = TwinControl(t["control"])
+        print("Cloud twin (%s rules) is listening with TLS on 127.0.0.1:%s" % (cloud.capitalize() if cloud == "enos" else "Huawei", t["tls"]))
+        port = work / ("modem-%s" % tag)
+        sim = Service(python_module("tools.modemsim", "--profile", a.modem, "--link", port,
+                                    "--resolve", "%s:8883=127.0.0.1:%s" % (HOST, t["tls"]),
+                                    "--state-dir", work / ("module-flash-%s" % a.modem),
+                                    "--transcript", logs / ("modem-transcript-%s.txt" % tag)),
+                      "READY", logs / ("modemsim-%s.log" % tag))
+        procs.append(sim)
+        print("Emulated %s on %s (its network side reaches the twin over real TLS)" % (modem_name, port))
+        flash = work / ("device-%s" % tag)
+        (flash / "certs").mkdir(parents=True, exist_ok=True)
+        shutil.copy(keys["ca_pem"], flash / "certs" / "ca.pem")
+        cfg, sec = device_config(cloud, a.modem, a.transport, dynamic, interval=2)
+        (flash / "config.json").write_text(json.dumps(cfg, indent=1))
+        if dynamic or not (flash / "secrets.json").exists():
+            (flash / "secrets.json").write_text(json.dumps(sec))
+        print("Device flash: %s (config.json, secrets.json, certs/ca.pem)" % flash)
+        print("Starting the firmware on the MicroPython unix port...")
+        fwlog = logs / ("firmware-%s.log" % tag)
+        fwlog.write_text("")
+        out = open(fwlog, "ab")
+        fw = subprocess.Popen([MICROPYTHON, str(ROOT / "firmware" / "main.py"), "--port", str(port)], cwd=str(flash),
+                              env=dict(os.environ, MICROPYPATH=MICROPYPATH), stdout=out, stderr=subprocess.STDOUT)
+        tail = Tail(fwlog, modem_name)
+        tail.start()
+        device = HUAWEI_ID if cloud == "huawei" else ENOS_DK
+
+        def wait(what, fn):
+            deadline = time.monotonic() + a.timeout
+            while time.monotonic() < deadline:
+                r = fn()
+                if r:
+                    return r
+                if fw.poll() is not None:
+                    raise SystemExit("the firmware stopped (exit %s); see %s" % (fw.returncode, fwlog))
+                time.sleep(0.2)
+            raise SystemExit("timed out waiting for %s; logs in %s" % (what, logs))
+
+        shown = set()
+
+        def show_samples():
+            tel = ctl.telemetry(device)
+            for m in tel.get("recent", []):
+                sid = m.get("sample_id")
+                if sid is None or sid in shown:
+                    continue
+                shown.add(sid)
+                _say("Telemetry arrived at the cloud twin: sample %s %s" % (sid, _readings(m)))
+            return tel
+
+        wait("the device to come online", lambda: any(x.endswith(" INFO running") for x in tail.seen))
+        time.sleep(0.3)  # let the narration of the connection print first
+        wait("3 samples at the cloud", lambda: len(show_samples().get("samples", [])) >= 3)
+        conn = [c for c in ctl.connections(device) if c["accepted"]][-1]
+        _say("The twin saw: TLS=%s, client id %s, credentials checked and accepted." % (conn["tls"], conn["client_id"]))
+        if cloud == "huawei":
+            cid = ctl.command(device, service_id="Config", cmd="status", paras={})
+            _say("Cloud sends the command 'status' down (cloudReq mid %s)..." % cid)
+        else:
+            cid = ctl.command(device, kind="service", service_id="status", params={})
+            _say("Cloud invokes the service 'status' (request id %s)..." % cid)
+        rep = wait("the command's reply", lambda: (ctl.command_record(cid) or {}).get("reply"))
+        body = rep.get("body") or rep.get("data") or {}
+        _say("Reply came back: state=%s, uptime=%s s, outbox=%s, published=%s" % (
+            body.get("state"), body.get("uptime"), body.get("outbox"), body.get("published")))
+        if cloud == "huawei":
+            cid = ctl.command(device, service_id="Config", cmd="set_interval", paras={"value": 1})
+        else:
+            cid = ctl.command(device, kind="measurepoint_set", params={"interval": 1})
+        _say("Cloud sets the telemetry interval to 1 s...")
+        rep = wait("the interval reply", lambda: (ctl.command_record(cid) or {}).get("reply"))
+        _say("Device confirmed (%s)." % ("errcode 0" if cloud == "huawei" else "code %s" % rep.get("code")))
+        n = len(ctl.telemetry(device).get("samples", []))
+        wait("faster samples", lambda: len(show_samples().get("samples", [])) >= n + 3)
+        tel = ctl.telemetry(device)
+        ids = sorted(int(s) for s in tel["samples"])
+        gaps = (ids[-1] - ids[0] + 1) - len(ids)
+        print("Demo complete: %d samples delivered this run, %d missing, %d duplicates; 2 commands answered." % (
+            len(ids), gaps, tel["duplicates"]))
+        if a.forever:
+            print("Running on (--forever); Ctrl-C stops.")
+            while fw.poll() is None:
+                show_samples()
+                time.sleep(1)
+        return 0 if gaps == 0 else 1
+    except KeyboardInterrupt:
+        print("stopped")
+        return 0
+    finally:
+        if tail:
+            tail.stop_ = True
+        if fw is not None and fw.poll() is None:
+            fw.send_signal(signal.SIGTERM)
+            try:
+                fw.wait(5)
+            except subprocess.TimeoutExpired:
+                fw.kill()
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def _readings(m):
+    d = m.get("data") or {}
+    return " ".join("%s=%s" % (k, v) for k, v in list(d.items())[:4]) if isinstance(d, dict) else str(d)[:60]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
