@@ -1,15 +1,20 @@
 # Device entry point (copied to / as main.py). On a board it runs the application from config.json; on the
 # MicroPython unix port (`make run`) it takes options:
-#   micropython firmware/main.py [--config F] [--secrets F] [--port TTY] [--transcript F]
+#   micropython firmware/main.py [--config F] [--secrets F] [--port TTY] [--transcript F] [--bench [--headroom B]]
 import sys
 
 
 def _unix_args(argv):
-    opts = {"--config": "config.json", "--secrets": "secrets.json", "--port": None, "--transcript": None}
+    opts = {"--config": "config.json", "--secrets": "secrets.json", "--port": None, "--transcript": None,
+            "--bench": None, "--headroom": "0"}
     i = 1
     while i < len(argv):
+        if argv[i] == "--bench":
+            opts["--bench"] = True
+            i += 1
+            continue
         if argv[i] not in opts or i + 1 >= len(argv):
-            print("usage: micropython firmware/main.py [--config F] [--secrets F] [--port TTY] [--transcript F]")
+            print("usage: micropython firmware/main.py [--config F] [--secrets F] [--port TTY] [--transcript F] [--bench [--headroom BYTES]]")
             sys.exit(2)
         opts[argv[i]] = argv[i + 1]
         i += 2
@@ -34,7 +39,7 @@ def main():
 
         f = open(o["--transcript"], "a")
         tr = Transcript(lambda s: (f.write(s), f.flush()))
-    if run(o["--config"], o["--secrets"], board, tr) is not None:
+    if run(o["--config"], o["--secrets"], board, tr, bool(o["--bench"]), int(o["--headroom"])) is not None:
         sys.exit(2)  # safe mode: the configuration was refused
 
 

@@ -147,13 +147,127 @@ class Tail(threading.Thread):
 
 # ---- the demo -------------------------------------------------------------------------------------------------
 
-def _pki(work, fresh):
+class Rig:
+    """The demo's set-up, reusable (benchmarks): the test PKI, the cloud twin, the emulated modem and the device's
+    flash directory, and the firmware process. ``stop()`` ends everything."""
+
+    def __init__(self, work, cloud="huawei", modem="bg96", transport="native", dynamic=False, fresh=False,
+                 interval=2, quiet=False, **over):
+        self.work = Path(work)
+        self.cloud, self.modem, self.dynamic = cloud, modem, dynamic
+        self.tag = "%s%s-%s-%s" % (cloud, "-dynamic" if dynamic else "", modem, transport)
+        if fresh:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.logs = self.work / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.say = (lambda *a: None) if quiet else print
+        self.keys = _pki(self.work, fresh, self.say)
+        self.procs = []
+        self.fw = None
+        self.sim = None
+        self.sockdir = tempfile.mkdtemp(prefix="cellmqtt-")  # unix socket paths must stay short (108 bytes)
+        self.device = HUAWEI_ID if cloud == "huawei" else ENOS_DK
+        devfile = self.work / ("devices-%s.json" % self.tag)
+        devfile.write_text(json.dumps(devices(cloud, dynamic)))
+        twin = Service(python_module("tools.cloudtwin", "--cloud", cloud, "--certs", self.work / "pki", "--devices",
+                                     devfile, "--control", os.path.join(self.sockdir, "twin.sock")),
+                       "READY", self.logs / ("twin-%s.log" % self.tag))
+        self.procs.append(twin)
+        self.twin_ports = twin.fields()
+        from tools.cloudtwin.control import TwinControl
+
+        self.ctl = TwinControl(self.twin_ports["control"])
+        self.port = self.work / ("modem-%s" % self.tag)
+        self.module_flash = self.work / ("module-flash-%s" % modem)
+        self.start_modem()
+        self.flash = self.work / ("device-%s" % self.tag)
+        (self.flash / "certs").mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.keys["ca_pem"], self.flash / "certs" / "ca.pem")
+        cfg, sec = device_config(cloud, modem, transport, dynamic, interval=interval, **over)
+        (self.flash / "config.json").write_text(json.dumps(cfg, indent=1))
+        if dynamic or not (self.flash / "secrets.json").exists():
+            (self.flash / "secrets.json").write_text(json.dumps(sec))
+
+    def start_modem(self, *extra):
+        self.sim = Service(python_module("tools.modemsim", "--profile", self.modem, "--link", self.port,
+                                         "--resolve", "%s:8883=127.0.0.1:%s" % (HOST, self.twin_ports["tls"]),
+                                         "--state-dir", self.module_flash,
+                                         "--control", os.path.join(self.sockdir, "modem.sock"),
+                                         "--transcript", self.logs / ("modem-transcript-%s.txt" % self.tag), *extra),
+                           "READY", self.logs / ("modemsim-%s.log" % self.tag))
+        return self.sim
+
+    def stop_modem(self):
+        if self.sim is not None:
+            self.sim.stop()
+            self.sim = None
+
+    def modem_control(self, obj):
+        import socket
+
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(os.path.join(self.sockdir, "modem.sock"))
+        s.sendall(json.dumps(obj).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+        s.close()
+        return json.loads(buf)
+
+    def start_firmware(self, heapsize=None, mpy_dir=None, args=(), main=None):
+        path = MICROPYPATH if mpy_dir is None else ".frozen:" + str(mpy_dir)
+        cmd = [MICROPYTHON] + (["-X", "heapsize=" + heapsize] if heapsize else [])
+        cmd += [str(main or ROOT / "firmware" / "main.py"), "--port", str(self.port)] + list(args)
+        self.fwlog = self.logs / ("firmware-%s.log" % self.tag)
+        self.fwlog.write_text("")
+        self._out = open(self.fwlog, "ab")
+        self.fw = subprocess.Popen(cmd, cwd=str(self.flash), env=dict(os.environ, MICROPYPATH=path), stdout=self._out,
+                                   stderr=subprocess.STDOUT)
+        return self.fw
+
+    def stop_firmware(self, sig=signal.SIGKILL):
+        if self.fw is not None and self.fw.poll() is None:
+            self.fw.send_signal(sig)
+            try:
+                self.fw.wait(5)
+            except subprocess.TimeoutExpired:
+                self.fw.kill()
+                self.fw.wait(5)
+        self.fw = None
+
+    def wait(self, what, fn, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = fn()
+            if r:
+                return r
+            if self.fw is not None and self.fw.poll() is not None:
+                raise SystemExit("the firmware stopped (exit %s); see %s" % (self.fw.returncode, self.fwlog))
+            time.sleep(0.1)
+        raise SystemExit("timed out waiting for %s; logs in %s" % (what, self.logs))
+
+    def samples(self):
+        return len(self.ctl.telemetry(self.device).get("samples", []))
+
+    def stop(self):
+        self.stop_firmware(signal.SIGTERM)
+        self.stop_modem()
+        for p in reversed(self.procs):
+            p.stop()
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+
+
+def _pki(work, fresh, say=print):
     d = work / "pki"
     if fresh or not (d / "ca.pem").exists():
         pki.generate(d, hosts=("localhost", "127.0.0.1", HOST))
-        print("Test PKI: generated a CA, a server certificate for %s and a device certificate in %s" % (HOST, d))
+        say("Test PKI: generated a CA, a server certificate for %s and a device certificate in %s" % (HOST, d))
     else:
-        print("Test PKI: reusing %s" % d)
+        say("Test PKI: reusing %s" % d)
     return {n.replace(".", "_"): str(d / n) for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
@@ -170,70 +284,25 @@ def main(argv=None):
     cloud = "huawei" if a.cloud == "huawei" else "enos"
     dynamic = a.cloud == "enos-dynamic"
     modem_name = {"bg96": "BG96", "bc660k": "BC660K-GL"}[a.modem]
-    work = Path(a.workdir)
-    tag = "%s-%s-%s" % (a.cloud, a.modem, a.transport)
-    if a.fresh:
-        shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    logs = work / "logs"
-    logs.mkdir(exist_ok=True)
     print("cellmqtt demo: %s modem, %s cloud, %s MQTT transport" % (modem_name, a.cloud, a.transport))
-    keys = _pki(work, a.fresh)
-    certs = str(work / "pki")
-    procs = []
-    fw = None
+    rig = None
     tail = None
-    sockdir = tempfile.mkdtemp(prefix="cellmqtt-demo-")  # unix socket paths must stay short (108 bytes)
     try:
-        devfile = work / ("devices-%s.json" % tag)
-        devfile.write_text(json.dumps(devices(cloud, dynamic)))
-        twin_state = work / ("twin-%s" % tag)
-        if dynamic:
-            shutil.rmtree(twin_state, ignore_errors=True)  # a dynamic device activates on every demo run
-        twin = Service(python_module("tools.cloudtwin", "--cloud", cloud, "--certs", certs, "--devices", devfile,
-                                     "--control", os.path.join(sockdir, "twin.sock")),
-                       "READY", logs / ("twin-%s.log" % tag))
-        procs.append(twin)
-        t = twin.fields()
-        from tools.cloudtwin.control import TwinControl
-        ctl = TwinControl(t["control"])
-        print("Cloud twin (%s rules) is listening with TLS on 127.0.0.1:%s" % (cloud.capitalize() if cloud == "enos" else "Huawei", t["tls"]))
-        port = work / ("modem-%s" % tag)
-        sim = Service(python_module("tools.modemsim", "--profile", a.modem, "--link", port,
-                                    "--resolve", "%s:8883=127.0.0.1:%s" % (HOST, t["tls"]),
-                                    "--state-dir", work / ("module-flash-%s" % a.modem),
-                                    "--transcript", logs / ("modem-transcript-%s.txt" % tag)),
-                      "READY", logs / ("modemsim-%s.log" % tag))
-        procs.append(sim)
-        print("Emulated %s on %s (its network side reaches the twin over real TLS)" % (modem_name, port))
-        flash = work / ("device-%s" % tag)
-        (flash / "certs").mkdir(parents=True, exist_ok=True)
-        shutil.copy(keys["ca_pem"], flash / "certs" / "ca.pem")
-        cfg, sec = device_config(cloud, a.modem, a.transport, dynamic, interval=2)
-        (flash / "config.json").write_text(json.dumps(cfg, indent=1))
-        if dynamic or not (flash / "secrets.json").exists():
-            (flash / "secrets.json").write_text(json.dumps(sec))
-        print("Device flash: %s (config.json, secrets.json, certs/ca.pem)" % flash)
+        rig = Rig(a.workdir, cloud, a.modem, a.transport, dynamic, a.fresh)
+        print("Cloud twin (%s rules) is listening with TLS on 127.0.0.1:%s" % ("EnOS" if cloud == "enos" else "Huawei",
+                                                                             rig.twin_ports["tls"]))
+        print("Emulated %s on %s (its network side reaches the twin over real TLS)" % (modem_name, rig.port))
+        print("Device flash: %s (config.json, secrets.json, certs/ca.pem)" % rig.flash)
         print("Starting the firmware on the MicroPython unix port...")
-        fwlog = logs / ("firmware-%s.log" % tag)
-        fwlog.write_text("")
-        out = open(fwlog, "ab")
-        fw = subprocess.Popen([MICROPYTHON, str(ROOT / "firmware" / "main.py"), "--port", str(port)], cwd=str(flash),
-                              env=dict(os.environ, MICROPYPATH=MICROPYPATH), stdout=out, stderr=subprocess.STDOUT)
-        tail = Tail(fwlog, modem_name)
+        rig.start_firmware()
+        fw = rig.fw
+        tail = Tail(rig.fwlog, modem_name)
         tail.start()
-        device = HUAWEI_ID if cloud == "huawei" else ENOS_DK
+        device = rig.device
+        ctl = rig.ctl
 
         def wait(what, fn):
-            deadline = time.monotonic() + a.timeout
-            while time.monotonic() < deadline:
-                r = fn()
-                if r:
-                    return r
-                if fw.poll() is not None:
-                    raise SystemExit("the firmware stopped (exit %s); see %s" % (fw.returncode, fwlog))
-                time.sleep(0.2)
-            raise SystemExit("timed out waiting for %s; logs in %s" % (what, logs))
+            return rig.wait(what, fn, a.timeout)
 
         shown = set()
 
@@ -288,15 +357,8 @@ def main(argv=None):
     finally:
         if tail:
             tail.stop_ = True
-        if fw is not None and fw.poll() is None:
-            fw.send_signal(signal.SIGTERM)
-            try:
-                fw.wait(5)
-            except subprocess.TimeoutExpired:
-                fw.kill()
-        for p in reversed(procs):
-            p.stop()
-        shutil.rmtree(sockdir, ignore_errors=True)
+        if rig is not None:
+            rig.stop()
 
 
 def _readings(m):

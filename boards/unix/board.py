@@ -40,7 +40,7 @@ def open_tty(path, baud=115200):
 class TtyPipe:
     """The AT engine's byte pipe over a tty. A poll-then-read on a tty can come back empty (another reader took
     the bytes, or a spurious wake-up); that is not the end of the stream, which only a hang-up (the device
-    unplugged, the emulator stopped) is."""
+    unplugged, the emulator stopped) is: ``hangup()`` tells the engine which."""
 
     def __init__(self, tty):
         import asyncio
@@ -50,18 +50,23 @@ class TtyPipe:
         self._p = select.poll()
         self._p.register(tty, select.POLLIN)
 
-    async def readinto(self, buf):
-        while True:
-            n = await self._s.readinto(buf)
-            if n:
-                return n
-            for _, ev in self._p.poll(0):
-                if ev & (select.POLLHUP | select.POLLERR):
-                    return 0
+    def readinto(self, buf):
+        return self._s.readinto(buf)  # the stream's own coroutine: no extra one per read
+
+    def hangup(self):
+        # after an empty read: True when the other side hung up (then it is the end of the stream)
+        for _, ev in self._p.poll(0):
+            if ev & (select.POLLHUP | select.POLLERR):
+                return True
+        return False
 
     async def write(self, data):
         self._s.write(data)
         await self._s.drain()
+
+    def send(self, data):
+        # a short command: one blocking write, no coroutine (the engine's hot path allocates nothing here)
+        self.tty.write(data)
 
     def close(self):
         self.tty.close()

@@ -54,12 +54,26 @@ def build(cfg, board=None, secrets_path="secrets.json", transcript=None):
     return App(cfg, board, log, modem, secrets_path)
 
 
-def run(config_path="config.json", secrets_path="secrets.json", board=None, transcript=None):
+def run(config_path="config.json", secrets_path="secrets.json", board=None, transcript=None, bench=False,
+        headroom=0):
     """Run the firmware until a reboot. Returns the SafeMode error instead of running when the configuration is
-    bad (the caller then leaves the REPL available)."""
+    bad (the caller then leaves the REPL available). ``bench`` (unix port, `make bench`): print the heap in use
+    after start-up and the allocation counter at every telemetry cycle; ``headroom``: bytes left free above that
+    baseline (the rest of the heap is pinned), to measure the peak the running firmware needs."""
     try:
         cfg = setup(config_path, secrets_path)
         app = build(cfg, board, secrets_path, transcript)
+        if bench:
+            import gc
+            import micropython
+
+            gc.collect()
+            print("BENCH_BASELINE %d" % gc.mem_alloc())
+            if headroom:  # leave this much heap free above the start-up baseline (make bench): pin the rest
+                app.ballast = []
+                while gc.mem_free() > headroom + 1100:
+                    app.ballast.append(bytearray(1024))
+            app.bench = lambda: print("BENCH_CYCLE %d %d %d" % (app.samples, micropython.mem_total(), gc.mem_alloc()))
     except SafeMode as e:
         print(e)
         return e

@@ -185,6 +185,10 @@ class Outbox:
         self.appended += 1
         return sid
 
+    def next_sid(self):
+        """The sample id the next append() will return (this outbox has one writer)."""
+        return self._next
+
     def peek(self, n=1):
         """The n oldest unacknowledged samples, oldest first: [(sid, payload), ...]."""
         out = []

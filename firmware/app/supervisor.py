@@ -34,6 +34,12 @@ RUNNING = "running"
 _ORDER = (POWER, SIM, REG, PDP, CERTS, CONNECT, SUBSCRIBE, RUNNING)
 
 VERSION = "1.0.0"
+
+if hasattr(asyncio, "sleep_ms"):
+    _sleep_ms = asyncio.sleep_ms
+else:
+    def _sleep_ms(ms):
+        return asyncio.sleep(ms / 1000)
 # (connects, window s): EnOS blocks after 4 in 2 minutes -- stay at 3; others get a sane cap too
 RATE = {"enos": (3, 120), "huawei": (6, 60), "mqtt": (10, 60)}
 
@@ -72,6 +78,9 @@ class _NoSleep:
         return False
 
 
+_NO_SLEEP = _NoSleep()
+
+
 class App:
     def __init__(self, cfg, board, log, modem=None, secrets_path="secrets.json"):
         self.cfg = cfg
@@ -82,7 +91,9 @@ class App:
             log.add_secret(s)
         self.modem = modem or make_modem(cfg, board, log.debug, state_dir=cfg["state_dir"])
         self.modem.on_event = self._on_modem_event
+        self._sleepy = hasattr(self.modem, "awake")
         self.profile = make_profile(cfg)
+        self._topic = self.profile.telemetry({"x": 0}, None, 0)[0]  # the telemetry topic (fixed per device)
         ob = cfg["outbox"]
         self.outbox = Outbox(ob["dir"], ob["max_bytes"], ob["max_records"])
         self.registry = Registry()
@@ -99,7 +110,8 @@ class App:
         self.online = asyncio.Event()
         self._trouble = asyncio.Event()
         self._reason = None
-        self._wake_sampler = asyncio.Event()
+        self._sampler_task = None
+        self._resample = False
         self._wake_pub = asyncio.Event()
         self._inbox = []
         self._inbox_ev = asyncio.Event()
@@ -119,11 +131,12 @@ class App:
         self.activations = 0
         self._loss_state = None
         self._reset_seen = False
+        self.bench = None  # `make bench`: called at every telemetry cycle
 
     # ---- helpers -----------------------------------------------------------------------------------------
 
     def awake(self):
-        return self.modem.awake() if hasattr(self.modem, "awake") else _NoSleep()
+        return self.modem.awake() if self._sleepy else _NO_SLEEP
 
     def now(self):
         return self.modem.now()
@@ -141,7 +154,9 @@ class App:
 
     def set_interval(self, s):
         self.interval = s
-        self._wake_sampler.set()
+        if self._sampler_task is not None and not self._resample:
+            self._resample = True
+            self._sampler_task.cancel()
 
     def _on_modem_event(self, kind, value):
         self.log.info("modem event %s %s", kind, value)
@@ -246,11 +261,9 @@ class App:
         lost = asyncio.create_task(self._watch_lost(self.t))
         try:
             while not self._trouble.is_set():
+                self.heartbeat = None  # running: waiting on events is the normal state (the watchdog feeds)
+                await self._trouble.wait()
                 self.heartbeat = ticks_ms()
-                try:
-                    await asyncio.wait_for(self._trouble.wait(), 30)
-                except asyncio.TimeoutError:
-                    pass
                 if self.reboot_requested:
                     await asyncio.sleep(1)  # let the reply go out
                     self.log.warn("rebooting on command")
@@ -367,12 +380,15 @@ class App:
         """Every interval: read the sensors and store the sample in the outbox before anything is sent."""
         while True:
             self.heartbeat = ticks_ms()
+            if self.bench is not None:
+                self.bench()
             await self.sample()
-            self._wake_sampler.clear()
             try:
-                await asyncio.wait_for(self._wake_sampler.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
+                await _sleep_ms(self.interval * 1000)  # no allocation (asyncio.wait_for costs ~2 KB a call)
+            except asyncio.CancelledError:
+                if not self._resample:
+                    raise
+                self._resample = False  # set_interval: sample now and go on with the new interval
 
     async def sample(self):
         data = {}
@@ -384,15 +400,22 @@ class App:
                     async with self.awake():
                         data.update(await fn(self))
                 else:
-                    data.update(await fn(self))
+                    r = fn(self)
+                    data.update(await r if hasattr(r, "send") else r)
             except (AtError, MqttError, ModemError, OSError) as e:
                 self.log.warn("reading failed: %s", e)
         if not data:
             return None
         self.last_sample = data
         self.samples += 1
-        payload = json.dumps({"t": self.now(), "d": data}).encode()
-        sid = self.outbox.append(payload)
+        # the cloud-ready message goes into the outbox: nothing to rebuild when it is sent (or sent again)
+        sid = self.outbox.next_sid()
+        try:
+            self._topic, payload = self.profile.telemetry(data, self.now(), sid)
+        except CloudError as e:
+            self.log.error("sample refused by the cloud profile: %s", e)
+            return None
+        self.outbox.append(payload)
         self._wake_pub.set()
         return sid
 
@@ -408,15 +431,8 @@ class App:
                 continue
             sid, payload = head[0]
             try:
-                s = json.loads(payload)
-                topic, msg = self.profile.telemetry(s["d"], s["t"], sid)
-            except (ValueError, KeyError, TypeError, CloudError) as e:
-                self.log.error("sample %d cannot be sent (%s): dropped", sid, e)
-                self.outbox.ack(sid)
-                continue
-            try:
                 async with self.awake():
-                    await self.t.publish(topic, msg, qos)
+                    await self.t.publish(self._topic, payload, qos)
             except PayloadError as e:
                 self.log.error("sample %d refused by the transport (%s): dropped", sid, e)
                 self.outbox.ack(sid)
@@ -428,7 +444,6 @@ class App:
                 continue
             self.outbox.ack(sid)
             self.published += 1
-            self.log.debug("sample %d delivered", sid)
 
     # ---- commands ------------------------------------------------------------------------------------------
 
@@ -502,8 +517,9 @@ class App:
         if wdt is None:
             return
         while True:
-            # fed only while the supervisor loop keeps beating: a hung task lets the hardware reset the MCU
-            if ticks_diff(ticks_ms(), self.heartbeat) < timeout_s * 1000:
+            # fed while the event loop runs (this task) and the supervisor is either running or making progress:
+            # a blocked loop or a bring-up step stuck past the timeout lets the hardware reset the MCU
+            if self.heartbeat is None or ticks_diff(ticks_ms(), self.heartbeat) < timeout_s * 1000:
                 wdt.feed()
             await asyncio.sleep(timeout_s / 4)
 
@@ -511,6 +527,7 @@ class App:
         self.log.info("cellmqtt app %s: modem %s, cloud %s", VERSION, self.cfg["modem"]["type"], self.cfg["cloud"]["profile"])
         tasks = [asyncio.create_task(f) for f in (self.sampler(), self.publisher(), self.commander(),
                                                    self.watchdog(self.cfg["watchdog_s"]))]
+        self._sampler_task = tasks[0]
         try:
             await self.supervise()
         finally:

@@ -3,13 +3,14 @@
 #   signal  the modem's signal and cell (AT commands: read every telemetry.health_every samples)
 #   uptime  seconds since the application started
 #   outbox  samples waiting and dropped
-# A board adds its sensors with Board.readers() -> {name: async fn(app) -> dict}.
+# A reader is fn(app) -> dict, or an async one when it must wait (the modem); a board adds its sensors with
+# Board.readers() -> {name: fn}. Plain functions cost no coroutine per sample.
 import random
 
 from cellmqtt.compat import ticks_ms, ticks_diff
 
 
-async def demo(app):
+def demo(app):
     app._demo = round(getattr(app, "_demo", 21.0) + random.uniform(-0.2, 0.2), 2)
     return {"temperature": app._demo}
 
@@ -22,11 +23,11 @@ async def signal(app):
     return s
 
 
-async def uptime(app):
+def uptime(app):
     return {"uptime": ticks_diff(ticks_ms(), app.started) // 1000}
 
 
-async def outbox(app):
+def outbox(app):
     st = app.outbox.stats()
     return {"outbox": len(app.outbox), "dropped": st.get("dropped", 0)}
 

@@ -23,7 +23,7 @@ except ImportError:
     def const(x):
         return x
 
-from cellmqtt.compat import ticks_ms, ticks_diff
+from cellmqtt.compat import ticks_ms, ticks_diff, ticks_add
 
 _LF = const(10)
 _CR = const(13)
@@ -273,10 +273,15 @@ class StreamPipe:
     (boards/unix/board.py TtyPipe)."""
 
     def __init__(self, stream):
+        self._u = stream
         self._s = asyncio.StreamReader(stream)
 
     async def readinto(self, buf):
         return await self._s.readinto(buf)
+
+    def send(self, data):
+        # short commands: UART.write queues into the TX ring at once (no coroutine on the hot path)
+        self._u.write(data)
 
     async def write(self, data):
         self._s.write(data)
@@ -287,21 +292,38 @@ class StreamPipe:
 
 
 class _Pending:
-    def __init__(self, cmd, prefix, need_info, frame, secrets):
+    # The command in progress. One record per engine, reused: commands are serialised.
+    def __init__(self):
+        self.ev = asyncio.Event()
+        self.deadline = None
+        self.expired = False
+        self.reset(None, None, False, None, ())
+        self.setup(300, None, False, False, 0, 0, None, False)
+
+    def setup(self, timeout, block, ctrlz, connect, gate, ack, data_timeout, secret_data):
+        self.timeout = timeout
+        self.block = block
+        self.ctrlz = ctrlz
+        self.connect = connect
+        self.gate = gate
+        self.ack = ack
+        self.data_timeout = data_timeout
+        self.secret_data = secret_data
+
+    def reset(self, cmd, prefix, need_info, frame, secrets):
         self.cmd = cmd
         self.prefix = prefix
         self.need_info = need_info
         self.frame = frame
         self.secrets = secrets
-        self.lines = []
+        self.lines = None  # created at the first information line
         self.echo = True  # the echo of this command may still come (URCs can precede it)
         self.state = _S_ANSWER
         self.final = 0
         self.final_line = None
         self.data = None
         self.rx_any = False
-        self.connect = False
-        self.ev = asyncio.Event()
+        self.ev.clear()
 
 
 class _Waiter:
@@ -309,7 +331,16 @@ class _Waiter:
         self.prefix = prefix
         self.line = None
         self.error = None
+        self.deadline = None
+        self.expired = False
         self.ev = asyncio.Event()
+
+
+if hasattr(asyncio, "sleep_ms"):
+    _sleep_ms = asyncio.sleep_ms
+else:
+    def _sleep_ms(ms):
+        return asyncio.sleep(ms / 1000)
 
 
 class AtEngine:
@@ -331,10 +362,18 @@ class AtEngine:
         self._urcs = []  # [(prefix, handler, frame)]
         self._frames = []  # [(prefix, frame)] subset with a frame function, checked at record start
         self._waiters = []
+        self._spare = []
         self._proc = self._processor()
         next(self._proc)
         self._pending = None
-        self._lock = asyncio.Lock()
+        self._p = _Pending()
+        self._busy = False  # a command holds the engine (a flag and an Event: no allocation when free)
+        self._free = asyncio.Event()
+        self._timed = []  # objects with a deadline the clock task watches (the pending command, waiters)
+        self._tick = asyncio.Event()
+        self._clock_task = None
+        self._sleep_until = None
+        self._rearm = False
         self._task = None
         self.closed = None  # the AtClosed error once the stream has closed
         self.transcript = transcript
@@ -362,9 +401,10 @@ class AtEngine:
             self._frames.append((prefix, frame))
 
     def start(self):
-        """Start the reader task (needs a running event loop; cmd() calls it when needed)."""
+        """Start the reader and clock tasks (needs a running event loop; cmd() calls it when needed)."""
         if self._task is None and self.closed is None:
             self._task = asyncio.create_task(self._reader())
+            self._clock_task = asyncio.create_task(self._clock())
 
     def close(self):
         """Shut the engine down: the only time the reader is cancelled. Pending and later commands get AtClosed;
@@ -373,6 +413,7 @@ class AtEngine:
             self._close("engine closed")
         if self._task is not None:
             self._task.cancel()
+            self._clock_task.cancel()
             self._task = None
         if hasattr(self._pipe, "close"):
             try:
@@ -397,6 +438,9 @@ class AtEngine:
                 self._close("stream error: %r" % e)
                 return
             if not n:
+                hup = getattr(self._pipe, "hangup", None)
+                if hup is not None and not hup():
+                    continue  # an empty read after a spurious wake-up, not the end of the stream
                 self._close("stream closed")
                 return
             self._w += n
@@ -593,7 +637,10 @@ class AtEngine:
                         p.ev.set()
                         continue
                     if p.prefix and line.startswith(p.prefix):
-                        p.lines.append(line)
+                        if p.lines is None:
+                            p.lines = [line]
+                        else:
+                            p.lines.append(line)
                         continue
                     if p.data is not None and self.echo is not False and line in p.data:
                         continue  # the module echoing the data block
@@ -616,7 +663,10 @@ class AtEngine:
                             break
                 if not claimed:
                     if p is not None and p.prefix == b"":
-                        p.lines.append(line)
+                        if p.lines is None:
+                            p.lines = [line]
+                        else:
+                            p.lines.append(line)
                     else:
                         self._unknown(line)
             # keep the unfinished tail; move it to the front when that is a cheap non-overlapping copy
@@ -638,7 +688,7 @@ class AtEngine:
             self.late_count += 1
             self._report("late reply with no command waiting: %s" % (_text(line) if line else ("OK", "ERROR", "", "", "SEND OK", "SEND FAIL")[kind - 1]))
             return
-        if kind == _F_OK and (p.state != _S_ANSWER or (p.need_info and not p.lines)):
+        if kind == _F_OK and (p.state != _S_ANSWER or (p.need_info and p.lines is None)):
             # A data command answers its prompt (or an error) first, and a command with a mandatory
             # information line prints it before OK: this OK belongs to an earlier command.
             self.late_count += 1
@@ -679,12 +729,62 @@ class AtEngine:
         for w in self._waiters:
             w.error = self.closed
             w.ev.set()
+        self._free.set()
+
+    # ---- deadlines: one long-lived clock task instead of asyncio.wait_for (which allocates ~1.3 KB a call) ----
+
+    async def _clock(self):
+        while True:
+            now = ticks_ms()
+            nearest = None
+            for t in self._timed:
+                if t.deadline is None:
+                    continue
+                d = ticks_diff(t.deadline, now)
+                if d <= 0:
+                    t.deadline = None
+                    t.expired = True
+                    t.ev.set()
+                elif nearest is None or d < nearest:
+                    nearest = d
+            try:
+                if nearest is None:
+                    self._sleep_until = None
+                    self._tick.clear()
+                    await self._tick.wait()
+                else:
+                    self._sleep_until = ticks_add(now, nearest)
+                    await _sleep_ms(nearest)
+            except asyncio.CancelledError:
+                if not self._rearm:
+                    raise  # shutdown: close(), or the event loop ending
+                self._rearm = False  # an earlier deadline was armed: look again
+
+    def _arm(self, t, ms):
+        t.expired = False
+        t.deadline = ticks_add(ticks_ms(), ms)
+        if t not in self._timed:
+            self._timed.append(t)
+        if self._sleep_until is None:
+            self._tick.set()
+        elif ticks_diff(t.deadline, self._sleep_until) < 0 and self._clock_task is not None and not self._rearm:
+            self._rearm = True
+            self._clock_task.cancel()  # wake the clock: this deadline comes before the one it sleeps for
+
+    async def _wait(self, p, timeout_ms):
+        # True when p.ev was set in time, False when its deadline passed first
+        if not p.ev.is_set():
+            self._arm(p, timeout_ms)
+            await p.ev.wait()
+            p.deadline = None
+        p.ev.clear()
+        return not p.expired
 
     # ---- commands ----------------------------------------------------------------------------------------
 
     async def cmd(self, command, prefix=None, timeout_ms=300, data=None, ctrlz=False, connect=False, gate_ms=0,
                   ack=0, data_timeout_ms=None, need_info=False, frame=None, secrets=(), secret_data=False, retry=0):
-        """Send ``command`` (bytes, no CR) and return its information lines (list of bytes).
+        """Send ``command`` (bytes, no CR) and return its information lines (a list of bytes; () when none).
 
         prefix      information lines start with this (b"+CSQ:"); b"" takes every line no URC claims.
         need_info   an OK before the first information line is a late reply, not this command's answer.
@@ -705,21 +805,32 @@ class AtEngine:
         if self.closed:
             raise self.closed
         self.start()
-        async with self._lock:
+        while self._busy:  # serialise: wait until the command in progress is done
+            self._free.clear()
+            await self._free.wait()
+            if self.closed:
+                raise self.closed
+        self._busy = True
+        try:
             if self.wake is not None and self.wake_idle_ms and ticks_diff(ticks_ms(), self._last_io) >= self.wake_idle_ms:
                 await self.wake(self)
             if self._desync:
                 await self._resync_locked()
+            p = self._p
             while True:
-                p = await self._run(command, prefix, timeout_ms, data, ctrlz, connect, gate_ms, ack, data_timeout_ms,
-                                    need_info, frame, secrets, secret_data)
+                p.reset(command, prefix, need_info, frame, secrets)
+                p.setup(timeout_ms, data, ctrlz, connect, gate_ms, ack, data_timeout_ms, secret_data)
+                await self._run(p)
                 if p.final or p.rx_any or retry <= 0 or self.closed:
                     break
                 retry -= 1
                 self._report("no answer at all to %s: retrying" % _text(redact(command, secrets)))
                 if self.wake is not None:
                     await self.wake(self)
-        return self._result(p, command, secrets, timeout_ms)
+            return self._result(p, command, secrets, timeout_ms)
+        finally:
+            self._busy = False
+            self._free.set()
 
     async def raw_cmd(self, command, prefix=None, timeout_ms=300, need_info=False):
         """cmd() for a wake hook or a probe: no wake, no resync, and a timeout does not mark the link out of
@@ -727,13 +838,19 @@ class AtEngine:
         if self.closed:
             raise self.closed
         self.start()
-        p = await self._run(command, prefix, timeout_ms, None, False, False, 0, 0, None, need_info, None, (), False)
+        p = self._p
+        p.reset(command, prefix, need_info, None, ())
+        p.setup(timeout_ms, None, False, False, 0, 0, None, False)
+        await self._run(p)
         return self._result(p, command, (), timeout_ms, mark=False)
 
     async def _resync_locked(self):
         cmd, prefix = self._resync
+        p = self._p
         for _ in range(3):
-            p = await self._run(cmd, prefix, 1000, None, False, False, 0, 0, None, True, None, (), False)
+            p.reset(cmd, prefix, True, None, ())
+            p.setup(1000, None, False, False, 0, 0, None, False)
+            await self._run(p)
             if p.final == _F_OK:
                 self._desync = False
                 return
@@ -741,44 +858,59 @@ class AtEngine:
                 raise self.closed
         raise AtTimeout("modem out of step: no answer to %s" % _text(cmd), _text(cmd))
 
-    async def _run(self, command, prefix, timeout_ms, data, ctrlz, connect, gate_ms, ack, data_timeout_ms,
-                   need_info, frame, secrets, secret_data):
-        p = _Pending(command, prefix, need_info, frame, secrets)
+    async def _run(self, p):
+        # p: the pending record, reset and set up by the caller (one argument: a small coroutine frame)
+        command = p.cmd
+        secrets = p.secrets
+        timeout_ms = p.timeout
+        data = p.block
+        data_timeout_ms = p.data_timeout
+        ctrlz = p.ctrlz
         if data is not None:
             p.state = _S_PROMPT
-            p.connect = connect
         self._pending = p
         try:
-            await self._send(command + b"\r", secrets)
+            if self.transcript:
+                self.transcript.tx(redact(command + b"\r", secrets))
+            self._last_io = ticks_ms()
+            send = getattr(self._pipe, "send", None)
+            if send is not None and len(command) < 256:
+                send(command)  # short commands: written at once, no coroutine per write
+                send(b"\r")
+            else:
+                await self._pipe.write(command + b"\r")
             if data is not None:
-                if not await self._wait(p, timeout_ms) or p.final:
-                    return p  # timed out, or an error instead of the prompt
-                if gate_ms:
-                    await asyncio.sleep(gate_ms / 1000)
+                if not p.ev.is_set():  # wait for the prompt (inline: no coroutine per wait)
+                    self._arm(p, timeout_ms)
+                    await p.ev.wait()
+                    p.deadline = None
+                p.ev.clear()
+                if p.expired or p.final:
+                    return  # timed out, or an error instead of the prompt
+                if p.gate:
+                    await _sleep_ms(p.gate)
                 p.data = data
-                await self._send_data(p, data, ctrlz, ack, secret_data, data_timeout_ms or timeout_ms)
+                await self._send_data(p, data, ctrlz, p.ack, p.secret_data, data_timeout_ms or timeout_ms)
                 if p.final:
-                    return p
-                if not await self._wait(p, data_timeout_ms or timeout_ms) and ctrlz:
+                    return
+                if not p.ev.is_set():
+                    self._arm(p, data_timeout_ms or timeout_ms)
+                    await p.ev.wait()
+                    p.deadline = None
+                p.ev.clear()
+                if p.expired and ctrlz:
                     # The module is still in data mode (it lost the block or its Ctrl-Z): Esc cancels, so the
                     # next command is not swallowed as data.
                     self._report("no answer after the data block: sending Esc")
                     await self._send(ESC)
-            else:
-                await self._wait(p, timeout_ms)
-            return p
+            elif not p.ev.is_set():
+                self._arm(p, timeout_ms)
+                await p.ev.wait()
+                p.deadline = None
         finally:
             self._pending = None
             p.state = _S_DONE
-
-    async def _wait(self, p, timeout_ms):
-        try:
-            await asyncio.wait_for(p.ev.wait(), timeout_ms / 1000)
-        except asyncio.TimeoutError:
-            return False
-        finally:
-            p.ev.clear()
-        return True
+            p.deadline = None
 
     async def _send(self, data, secrets=()):
         if self.transcript:
@@ -790,6 +922,7 @@ class AtEngine:
         if self.transcript:
             self.transcript.tx(b"<%d bytes, secret>" % len(data) if secret else redact(data, p.secrets))
         self._last_io = ticks_ms()
+        send = getattr(self._pipe, "send", None)
         if ack:
             mv = memoryview(data)
             for i in range(0, len(data), ack):
@@ -798,14 +931,19 @@ class AtEngine:
                     if not await self._wait(p, timeout_ms) or p.final:
                         return
                 await self._pipe.write(mv[i:i + ack])
+        elif send is not None and len(data) <= 2048:
+            send(data)  # a telemetry-sized block: one write, no coroutine
         else:
             await self._pipe.write(data)
         if ctrlz:
-            await self._pipe.write(CTRL_Z)
+            if send is not None:
+                send(CTRL_Z)
+            else:
+                await self._pipe.write(CTRL_Z)
 
     def _result(self, p, command, secrets, timeout_ms, mark=True):
         if p.final == _F_OK or p.final == _F_SEND_OK:
-            return p.lines
+            return p.lines or ()
         shown = _text(redact(command, secrets))
         if self.closed and not p.final:
             raise AtClosed("%s: %s" % (shown, self.closed), shown)
@@ -832,17 +970,24 @@ class AtEngine:
     def expect(self, prefix):
         """Register a one-shot wait for the next unsolicited line starting with ``prefix`` (before sending the
         command that causes it, so it cannot be missed). Await it with ``wait(w, timeout_ms)``."""
-        w = _Waiter(prefix)
+        if self._spare:  # waiters are reused: a two-phase command every telemetry cycle allocates none
+            w = self._spare.pop()
+            w.prefix = prefix
+            w.line = w.error = None
+            w.expired = False
+            w.ev.clear()
+        else:
+            w = _Waiter(prefix)
         self._waiters.append(w)
         return w
 
     async def wait(self, w, timeout_ms):
         try:
             if w.line is None and w.error is None:
-                try:
-                    await asyncio.wait_for(w.ev.wait(), timeout_ms / 1000)
-                except asyncio.TimeoutError:
-                    raise AtTimeout("no %s within %d ms" % (_text(w.prefix), timeout_ms)) from None
+                self._arm(w, timeout_ms)
+                await w.ev.wait()
+                if w.line is None and w.error is None:
+                    raise AtTimeout("no %s within %d ms" % (_text(w.prefix), timeout_ms))
             if w.error is not None:
                 raise w.error
             return w.line
@@ -852,6 +997,9 @@ class AtEngine:
     def cancel(self, w):
         if w in self._waiters:
             self._waiters.remove(w)
+            if len(self._spare) < 8:
+                self._spare.append(w)
+        w.deadline = None
 
     async def cmd_result(self, command, result_prefix, timeout_ms=300, result_timeout_ms=15000, **kw):
         """A two-phase command: OK now, the result later as a line starting with ``result_prefix`` (e.g.

@@ -86,8 +86,11 @@ def check_pem(data, name, kind=None):
 def read_pem(path, kind=None):
     """Read and validate one PEM file from flash; returns its bytes."""
     try:
+        size = os.stat(path)[6]
+        if size > MAX_PEM:
+            raise CertError(path, "%d bytes is larger than the %d-byte limit" % (size, MAX_PEM))
         with open(path, "rb") as f:
-            data = f.read(MAX_PEM + 1)
+            data = f.read(size)  # exactly the file: no 8 KB buffer for a 1 KB certificate
     except OSError as e:
         raise CertError(path, "cannot be read (%s)" % (e.args[0] if e.args else e)) from None
     check_pem(data, path, kind)

@@ -252,6 +252,21 @@ def secret_bytes(value, what, max_len=256):
     return value
 
 
+def check_readings(data):
+    """check_data() for a telemetry dict; flat str -> number/str/bool readings are checked in one loop (a
+    recursive call per value costs a heap-allocated frame on MicroPython, every sample)."""
+    for k in data:
+        if type(k) is not str:
+            raise CloudValueError("data has a key that is not a str")
+        v = data[k]
+        t = type(v)
+        if t is float:
+            if v - v != 0.0:
+                raise CloudValueError("data holds a NaN or infinite number")
+        elif not (t is int or t is str or t is bool or v is None):
+            check_data(v, "data", 1)
+
+
 def check_data(value, what="data", depth=0):
     """Refuse what json.dumps would turn into invalid JSON or cannot encode: NaN/inf (CPython writes NaN,
     MicroPython nan), non-str keys (MicroPython writes them unquoted), bytes and other objects."""

@@ -183,7 +183,7 @@ class EnOS:
     def _points(self, data, unix_s, what="measurepoints"):
         if type(data) is not dict or not data:
             raise CloudValueError(what + " must be a non-empty dict")
-        cs.check_data(data, what)
+        cs.check_readings(data)
         params = {what: data}
         if unix_s is not None:
             params["time"] = cs.check_unix(unix_s) * 1000

@@ -140,10 +140,11 @@ class Huawei:
         sid = service_id if service_id is not None else self.service_id
         if sid is None:
             raise CloudValueError("telemetry needs a service_id (argument or constructor)")
-        cs.check_token(sid, "service_id", _NAME_MAX)
+        if sid is not self.service_id:  # the constructor's was checked once already
+            cs.check_token(sid, "service_id", _NAME_MAX)
         if type(data) is not dict or not data:
             raise CloudValueError("data must be a non-empty dict")
-        cs.check_data(data)
+        cs.check_readings(data)
         if self.api == _LEGACY:
             item = {"serviceId": sid, "serviceData": data}
             if unix_s is not None:

@@ -46,6 +46,26 @@ def _int(b, default=-1):
         return default
 
 
+def _nth_int(line, n):
+    # the n-th parameter of b"+QMTPUB: 0,5,0" as an int, parsed in place (no list, no slices): -1 if absent
+    i = line.find(b":") + 1
+    while n:
+        i = line.find(b",", i) + 1
+        if not i:
+            return -1
+        n -= 1
+    while i < len(line) and line[i] == 32:
+        i += 1
+    neg = i < len(line) and line[i] == 45
+    if neg:
+        i += 1
+    v = -1
+    while i < len(line) and 48 <= line[i] <= 57:
+        v = (0 if v < 0 else v * 10) + line[i] - 48
+        i += 1
+    return -v if neg and v >= 0 else v
+
+
 def opt(d, key, default):
     """d[key], or default when it is missing or None (the app's validated config holds None for unset keys)."""
     v = d.get(key)
@@ -324,6 +344,8 @@ class NativeMqtt:
         self._on_message = None
         self._connected = False
         self._maybe_open = not modem.fresh  # a client may be left open from before an MCU reset
+        self._configured = None  # (keepalive, clean, modem resets) the QMTCFG settings were made for
+        self._qtopics = {}  # topic -> quoted bytes
         self._lost = asyncio.Event()
         self._reason = None
         self._waiters = []
@@ -468,8 +490,11 @@ class NativeMqtt:
         self.sent_connect = False
         if self._maybe_open:  # first: an open client locks its settings (BC660K-GL: +CME ERROR: 3)
             await self._close_stale()
-        for c in self._cfg_commands(keepalive, clean):
-            await self.at.cmd(c)
+        want = (keepalive, clean, self.m.resets)
+        if self._configured != want:  # the settings last until the module restarts
+            for c in self._cfg_commands(keepalive, clean):
+                await self.at.cmd(c)
+            self._configured = want
         self._maybe_open = True
         res = await self._call(b"AT+QMTOPEN=%d,%s,%d" % (self.id, h, port), b"+QMTOPEN: %d," % self.id,
                                self.OPEN_MS, timeout_ms=5000)
@@ -548,7 +573,12 @@ class NativeMqtt:
         if isinstance(payload, str):
             payload = payload.encode()
         fixed = self._pub_form(payload)
-        t = quote(topic, "topic")
+        t = self._qtopics.get(topic)
+        if t is None:  # telemetry goes to the same topic every time: quote (and check) it once
+            t = quote(topic, "topic")
+            if len(self._qtopics) >= 8:
+                self._qtopics.clear()
+            self._qtopics[topic] = t
         if not self._connected:
             raise self._reason or LinkLost("not connected")
         while qos and self._inflight >= self.MAX_INFLIGHT:
@@ -561,18 +591,29 @@ class NativeMqtt:
                                   fixed)
         if qos:
             self._inflight += 1
+        at = self.at
+        w = at.expect(b"+QMTPUB: %d,%d," % (self.id, mid))
+        self._waiters.append(w)
         try:
-            if data is None:  # the whole message is in the command line: no data mode
-                res = await self._call(cmd, b"+QMTPUB: %d,%d," % (self.id, mid), self._op_ms(), timeout_ms=5000)
-            else:
-                res = await self._call(cmd, b"+QMTPUB: %d,%d," % (self.id, mid), self._op_ms(), data=data,
-                                       ctrlz=not fixed, gate_ms=self.GATE_MS, timeout_ms=5000, data_timeout_ms=10000)
-            if _int(args(res)[2]) == 1:  # retransmitting: the final result of the same message follows
+            try:  # positional arguments: no keyword dict on the hot path
+                await at.cmd(cmd, None, 5000, data, data is not None and not fixed, False, self.GATE_MS, 0, 10000)
+            except BaseException:
+                at.cancel(w)
+                raise
+            res = await at.wait(w, self._op_ms())
+            if _nth_int(res, 2) == 1:  # retransmitting: the final result of the same message follows
                 res = await self._retrans_wait(mid)
-            result = _int(args(res)[2])
+            result = _nth_int(res, 2)
             if result != 0:
                 raise MqttTimeout("PUBLISH to %s not acknowledged (+QMTPUB result %d)" % (topic, result), result)
+        except AtTimeout as e:
+            raise MqttTimeout(str(e)) from None
+        except AtClosed as e:
+            raise LinkLost(str(e)) from None
+        except AtCommandError as e:
+            raise self._cmd_error(e) from None
         finally:
+            self._waiters.remove(w)
             if qos:
                 self._inflight -= 1
                 self._slot.set()
@@ -591,7 +632,7 @@ class NativeMqtt:
                 res = await at.wait(w, self._op_ms())
             finally:
                 self._waiters.remove(w)
-            if _int(args(res)[2]) != 1:
+            if _nth_int(res, 2) != 1:
                 return res
 
     async def disconnect(self):

