@@ -50,7 +50,7 @@ async def test_echo_on_is_consumed_and_off_works():
 async def test_repeated_echoes_glued_by_lone_cr():
     eng, pipe, modem = make()
     modem.reply(b"AT", b"AT\rAT\r\r\nOK\r\n")  # two echoes (a retried probe) without LF between them
-    assert await eng.cmd(b"AT") == ()
+    assert await eng.cmd(b"AT") == []
     assert eng.unknown_count == 0 and eng.echo is True
 
 
@@ -84,7 +84,7 @@ async def test_every_final_kind():
         assert False
     except CmsError as e:
         assert e.code == 500
-    assert await eng.cmd(b"AT+QISEND=0,3", data=b"abc") == ()
+    assert await eng.cmd(b"AT+QISEND=0,3", data=b"abc") == []
     try:
         await eng.cmd(b"AT+QISEND=0,4", data=b"abcd")
         assert False
@@ -171,10 +171,10 @@ async def test_handler_exception_does_not_kill_reader():
 
     eng.urc(b"+BAD:", bad)
     modem.reply(b"AT", b"\r\n+BAD: 1\r\nOK\r\n")
-    assert await eng.cmd(b"AT") == ()
+    assert await eng.cmd(b"AT") == []
     assert eng.errors == 1 and any("handler bug" in m for m in eng.logs)
     modem.reply(b"AT", b"\r\nOK\r\n")
-    assert await eng.cmd(b"AT") == ()
+    assert await eng.cmd(b"AT") == []
 
 
 # ---- two-phase commands ---------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ async def test_prompt_fixed_length_binary_data():
 async def test_prompt_ctrl_z_form_and_refusal_of_ctrl_z_payload():
     eng, pipe, modem = make()
     modem.data_reply(b'AT+QMTPUB=0,0,0,0,"t"', b"\r\n> ", b"\r\nOK\r\n")
-    assert await eng.cmd(b'AT+QMTPUB=0,0,0,0,"t"', data=b"hello", ctrlz=True) == ()
+    assert await eng.cmd(b'AT+QMTPUB=0,0,0,0,"t"', data=b"hello", ctrlz=True) == []
     assert modem.data == [b"hello"] and pipe.tx.endswith(b"hello\x1a")
     for bad in (b"a\x1ab", b"a\x1bb"):
         try:
@@ -271,7 +271,7 @@ async def test_error_instead_of_prompt_sends_no_data():
 async def test_late_ok_before_prompt_is_not_the_answer():
     eng, pipe, modem = make()
     modem.data_reply(b'AT+QSSLSEND=0,2', b"\r\nOK\r\n\r\n> ", b"\r\nSEND OK\r\n", length=2)
-    assert await eng.cmd(b"AT+QSSLSEND=0,2", data=b"hi") == ()
+    assert await eng.cmd(b"AT+QSSLSEND=0,2", data=b"hi") == []
     assert modem.data == [b"hi"] and eng.late_count == 1
 
 
@@ -446,7 +446,7 @@ async def test_wake_probe_and_retry_after_lost_first_byte():
 async def test_raw_cmd_starts_the_reader():
     eng, pipe, modem = make()
     modem.reply(b"AT", b"\r\nOK\r\n")
-    assert await eng.raw_cmd(b"AT", timeout_ms=500) == ()  # the first call of an engine may be a probe
+    assert await eng.raw_cmd(b"AT", timeout_ms=500) == []  # the first call of an engine may be a probe
 
 
 async def test_echo_of_a_command_that_lost_its_first_byte():
@@ -555,7 +555,7 @@ def test_ring_transcript_keeps_the_tail():
 async def test_garbage_and_nuls_do_not_break_the_next_answer():
     eng, pipe, modem = make()
     modem.reply(b"AT", b"\x00\x00\xff\r\n\x07\x1b[garbage\x80\xfe\r\nOK\r\n")
-    assert await eng.cmd(b"AT") == ()
+    assert await eng.cmd(b"AT") == []
     assert eng.unknown_count == 1
     modem.reply(b"AT+CSQ", b"\x00\r\n+CSQ: 9,99\r\n\x00\r\nOK\r\n")
     assert await eng.cmd(b"AT+CSQ", b"+CSQ:") == [b"+CSQ: 9,99"]

@@ -12,7 +12,7 @@ async def test_engine_over_real_pty(pty_peer):
     eng = AtEngine(Board(pty_peer["port"]).pipe())
     recv = []
     eng.urc(b"+QMTRECV:", recv.append, frame_quoted_len(3))
-    assert await eng.cmd(b"AT") == ()
+    assert await eng.cmd(b"AT") == []
     assert await eng.cmd(b"AT+CSQ", b"+CSQ:") == [b"+CSQ: 20,99"]
     try:
         await eng.cmd(b"AT+CPIN?", b"+CPIN:")

@@ -22,9 +22,9 @@ async def test_t1_bg96_reboot_echo_powered_down_pdpdeact_rdy():
     eng.urc(b"POWERED DOWN", powered.append)
     modem.reply(b"AT", b"\r\nOK\r\n")
     modem.reply(b"AT+CFUN=1,1", b"\r\nOK\r\n\r\nPOWERED DOWN\r\n")
-    assert await eng.cmd(b"AT") == ()
+    assert await eng.cmd(b"AT") == []
     rdy = eng.expect(b"RDY")
-    assert await eng.cmd(b"AT+CFUN=1,1", timeout_ms=15000) == ()
+    assert await eng.cmd(b"AT+CFUN=1,1", timeout_ms=15000) == []
     await asyncio.sleep(0.01)
     assert powered == [b"POWERED DOWN"]
     # While the module reboots, AT probes go unanswered and unechoed (T1: ~3 s of silence)
@@ -45,8 +45,8 @@ async def test_t1_bg96_reboot_echo_powered_down_pdpdeact_rdy():
     modem.reply(b"AT&FZE0", b"\r\nOK\r\n")
     modem.reply(b"AT+CPIN?", b"\r\n+CPIN: READY\r\n\r\nOK\r\n")
     modem.reply(b"ATI", b"\r\nQuectel\r\nBG96\r\nRevision: BG96MAR02A07M1G\r\n\r\nOK\r\n")
-    assert await eng.cmd(b"AT") == ()
-    assert await eng.cmd(b"AT&FZE0") == ()
+    assert await eng.cmd(b"AT") == []
+    assert await eng.cmd(b"AT&FZE0") == []
     assert await eng.cmd(b"AT+CPIN?", b"+CPIN:") == [b"+CPIN: READY"]
     assert (await eng.cmd(b"ATI", b""))[1:] == [b"BG96", b"Revision: BG96MAR02A07M1G"]
     assert eng.unknown_count == 0, eng.unknown
@@ -134,7 +134,7 @@ async def test_t8_boot_urcs_interleave_with_echo_and_ok():
             await eng.raw_cmd(b"AT", timeout_ms=30)
         except AtTimeout:
             pass
-    assert await eng.cmd(b"AT") == ()
+    assert await eng.cmd(b"AT") == []
     assert await eng.cmd(b"AT+CREG?", b"+CREG:") == [b"+CREG: 0,1"]
     assert boot == [b"RDY", b"+CFUN: 1", b"+CPIN: READY", b"+QUSIM: 1", b"+QIND: SMS DONE"]
 

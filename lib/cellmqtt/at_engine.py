@@ -326,6 +326,16 @@ class _Pending:
         self.ev.clear()
 
 
+def _keep(p, line):
+    # information lines: the first is kept bare (most commands have exactly one), a list from the second on
+    if p.lines is None:
+        p.lines = line
+    elif type(p.lines) is bytes:
+        p.lines = [p.lines, line]
+    else:
+        p.lines.append(line)
+
+
 class _Waiter:
     def __init__(self, prefix):
         self.prefix = prefix
@@ -637,10 +647,7 @@ class AtEngine:
                         p.ev.set()
                         continue
                     if p.prefix and line.startswith(p.prefix):
-                        if p.lines is None:
-                            p.lines = [line]
-                        else:
-                            p.lines.append(line)
+                        _keep(p, line)
                         continue
                     if p.data is not None and self.echo is not False and line in p.data:
                         continue  # the module echoing the data block
@@ -663,10 +670,7 @@ class AtEngine:
                             break
                 if not claimed:
                     if p is not None and p.prefix == b"":
-                        if p.lines is None:
-                            p.lines = [line]
-                        else:
-                            p.lines.append(line)
+                        _keep(p, line)
                     else:
                         self._unknown(line)
             # keep the unfinished tail; move it to the front when that is a cheap non-overlapping copy
@@ -784,7 +788,7 @@ class AtEngine:
 
     async def cmd(self, command, prefix=None, timeout_ms=300, data=None, ctrlz=False, connect=False, gate_ms=0,
                   ack=0, data_timeout_ms=None, need_info=False, frame=None, secrets=(), secret_data=False, retry=0):
-        """Send ``command`` (bytes, no CR) and return its information lines (a list of bytes; () when none).
+        """Send ``command`` (bytes, no CR) and return its information lines (a list of bytes).
 
         prefix      information lines start with this (b"+CSQ:"); b"" takes every line no URC claims.
         need_info   an OK before the first information line is a late reply, not this command's answer.
@@ -943,7 +947,8 @@ class AtEngine:
 
     def _result(self, p, command, secrets, timeout_ms, mark=True):
         if p.final == _F_OK or p.final == _F_SEND_OK:
-            return p.lines or ()
+            lines = p.lines
+            return [] if lines is None else ([lines] if type(lines) is bytes else lines)
         shown = _text(redact(command, secrets))
         if self.closed and not p.final:
             raise AtClosed("%s: %s" % (shown, self.closed), shown)

@@ -43,7 +43,8 @@ def build(eng):
         for cmd, prefix, prompt, out in CYCLE:
             p = None
             if cmd is not None:
-                p = _Pending(cmd, prefix, False, None, ())
+                p = _Pending()
+                p.reset(cmd, prefix, False, None, ())
                 if prompt:
                     p.state = _S_PROMPT
             segs.append((p, memoryview(out)))
@@ -88,7 +89,7 @@ def main():
     run()
     for p, _ in segs:
         if p is not None:
-            p.lines = []
+            p.lines = None
             p.state = _S_PROMPT if p.cmd.startswith(b"AT+QMTPUB") else 0
     counts["urc"] = 0
     gc.collect()
