@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv test demo bench lint clean
+.PHONY: all venv test demo bench lint clean run
 
 all: test
 
@@ -26,6 +26,29 @@ DEMO_ARGS ?=
 
 demo: $(STAMP)
 	$(PY) -m tools.demo --cloud $(CLOUD) --modem $(MODEM) --transport $(TRANSPORT) $(DEMO_ARGS)
+
+# make run CONFIG=path/to/config.json [PORT=/dev/ttyUSB2] [SECRETS=file] [TRANSCRIPT=file] [HEAPSIZE=256k]
+# The device firmware on the unix port against a real USB modem or the emulator's pty (PORT overrides
+# modem.port), run from the config's folder so certs/, state/ and outbox/ resolve there as on a board's flash.
+# Exit status 75 (the cloud's "reboot" command) starts it again, as a board would come back after a reset.
+CONFIG ?=
+PORT ?=
+SECRETS ?=
+TRANSCRIPT ?=
+HEAPSIZE ?=
+
+run: $(STAMP)
+	@test -n "$(CONFIG)" || { echo "usage: make run CONFIG=path/to/config.json [PORT=/dev/ttyUSB2]" \
+	  "[SECRETS=file] [TRANSCRIPT=file] [HEAPSIZE=256k]" >&2; exit 2; }
+	@test -f "$(CONFIG)" || { echo "make run: no such file: $(CONFIG)" >&2; exit 2; }
+	@cd "$(dir $(abspath $(CONFIG)))" && while :; do \
+	  MICROPYPATH=".frozen:$(CURDIR)/lib:$(CURDIR)/firmware:$(CURDIR)/boards/unix" \
+	  "$(abspath $(VENV))/bin/micropython" $(if $(HEAPSIZE),-X heapsize=$(HEAPSIZE)) \
+	    "$(CURDIR)/firmware/main.py" --config "$(notdir $(CONFIG))" $(if $(PORT),--port "$(PORT)") \
+	    $(if $(SECRETS),--secrets "$(abspath $(SECRETS))") $(if $(TRANSCRIPT),--transcript "$(abspath $(TRANSCRIPT))"); \
+	  rc=$$?; [ $$rc -eq 75 ] || exit $$rc; \
+	  echo "make run: the firmware asked for a reboot: starting it again"; \
+	done
 
 bench: $(STAMP)
 	$(PY) -m tools.bench

@@ -29,10 +29,15 @@ def main():
         return
     o = _unix_args(sys.argv)
     board = None
-    if o["--port"]:
+    if o["--port"]:  # the tty given on the command line wins over modem.port; modem.baud still applies
         from board import Board
+        from app.config import load
 
-        board = Board({"modem": {"port": o["--port"]}})
+        try:
+            baud = load(o["--config"], o["--secrets"])["modem"]["baud"]
+        except Exception:  # a bad config is reported (safe mode) by run() below
+            baud = 115200
+        board = Board({"modem": {"port": o["--port"], "baud": baud}})
     tr = None
     if o["--transcript"]:
         from cellmqtt.at_engine import Transcript
