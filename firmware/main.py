@@ -31,11 +31,11 @@ def main():
     board = None
     if o["--port"]:  # the tty given on the command line wins over modem.port; modem.baud still applies
         from board import Board
-        from app.config import load
+        from app.config import load, ConfigError
 
         try:
             baud = load(o["--config"], o["--secrets"])["modem"]["baud"]
-        except Exception:  # a bad config is reported (safe mode) by run() below
+        except ConfigError:  # a bad config is reported (safe mode) by run() below
             baud = 115200
         board = Board({"modem": {"port": o["--port"], "baud": baud}})
     tr = None
