@@ -28,23 +28,13 @@ def main():
         run()  # a board: safe mode returns here and the REPL stays available
         return
     o = _unix_args(sys.argv)
-    board = None
-    if o["--port"]:  # the tty given on the command line wins over modem.port; modem.baud still applies
-        from board import Board
-        from app.config import load, ConfigError
-
-        try:
-            baud = load(o["--config"], o["--secrets"])["modem"]["baud"]
-        except ConfigError:  # a bad config is reported (safe mode) by run() below
-            baud = 115200
-        board = Board({"modem": {"port": o["--port"], "baud": baud}})
     tr = None
     if o["--transcript"]:
         from cellmqtt.at_engine import Transcript
 
         f = open(o["--transcript"], "a")
         tr = Transcript(lambda s: (f.write(s), f.flush()))
-    if run(o["--config"], o["--secrets"], board, tr, bool(o["--bench"]), int(o["--headroom"])) is not None:
+    if run(o["--config"], o["--secrets"], None, tr, bool(o["--bench"]), int(o["--headroom"]), o["--port"]) is not None:
         sys.exit(2)  # safe mode: the configuration was refused
 
 

@@ -43,26 +43,28 @@ def setup(config_path="config.json", secrets_path="secrets.json"):
     return cfg
 
 
-def build(cfg, board=None, secrets_path="secrets.json", transcript=None):
+def build(cfg, board=None, secrets_path="secrets.json", transcript=None, port=None):
     from app.supervisor import App, make_modem
 
     if board is None:
         import board as board_mod  # the board definition installed next to main.py (boards/<name>/board.py)
 
+        if port:  # unix port: the tty from the command line wins over modem.port (modem.baud still applies)
+            cfg["modem"]["port"] = port
         board = board_mod.Board(cfg)
     modem = make_modem(cfg, board, log.debug, transcript=transcript, state_dir=cfg["state_dir"])
     return App(cfg, board, log, modem, secrets_path)
 
 
 def run(config_path="config.json", secrets_path="secrets.json", board=None, transcript=None, bench=False,
-        headroom=0):
+        headroom=0, port=None):
     """Run the firmware until a reboot. Returns the SafeMode error instead of running when the configuration is
     bad (the caller then leaves the REPL available). ``bench`` (unix port, `make bench`): print the heap in use
     after start-up and the allocation counter at every telemetry cycle; ``headroom``: bytes left free above that
     baseline (the rest of the heap is pinned), to measure the peak the running firmware needs."""
     try:
         cfg = setup(config_path, secrets_path)
-        app = build(cfg, board, secrets_path, transcript)
+        app = build(cfg, board, secrets_path, transcript, port)
         if bench:
             import gc
             import micropython
