@@ -9,8 +9,9 @@
 # Options (a str or a tuple where several are allowed):
 #   modem          "bg96", "bc660k" or both (default both): the drivers frozen
 #   transports     "native" (the module's MQTT client) and/or "socket" (our MQTT client over the module's TLS
-#                  socket: adds mqtt_client and mqtt_codec); default both
+#                  socket: adds mqtt_client, mqtt_codec and each frozen modem's <modem>_socket); default both
 #   clouds         "huawei", "enos", "mqtt" (plain broker, app/plain.py); default all three
+#   transcript     True (default): freeze cellmqtt/at_transcript.py, the AT transcript recorder (debugging)
 #   app            True (default): freeze the application package `app` as well as the library
 #   port_manifest  True (default): include the port's own manifest (asyncio and the port's modules)
 #   opt            mpy-cross optimisation level for our files (default 3: no asserts, no line numbers)
@@ -20,7 +21,7 @@ metadata(description="Cellular MQTT (Quectel BG96 / BC660K-GL) to Huawei IoTDA a
          version="0.1.0", license="MIT")
 
 options.defaults(modem=("bg96", "bc660k"), transports=("native", "socket"), clouds=("huawei", "enos", "mqtt"),
-                 app=True, port_manifest=True, opt=3)
+                 transcript=True, app=True, port_manifest=True, opt=3)
 
 
 def _choice(name, allowed):
@@ -47,7 +48,9 @@ _lib = ["__init__.py", "compat.py", "transport.py", "at_engine.py", "quectel.py"
         "cloudsign.py"]
 _lib += [m + ".py" for m in _modems]
 if "socket" in _transports:
-    _lib += ["mqtt_codec.py", "mqtt_client.py"]
+    _lib += ["mqtt_codec.py", "mqtt_client.py"] + [m + "_socket.py" for m in _modems]
+if options.transcript:
+    _lib.append("at_transcript.py")
 _lib += [c + ".py" for c in _clouds if c != "mqtt"]
 package("cellmqtt", files=_lib, base_path="lib", opt=options.opt)
 

@@ -21,6 +21,25 @@ def _unix_args(argv):
     return opts
 
 
+def _bench(headroom):
+    # `make bench`: print the heap in use after start-up and the allocation counter at every telemetry cycle;
+    # with ``headroom``, pin all of the heap but that many bytes above the start-up baseline (the peak the
+    # running firmware needs)
+    import gc
+    import micropython
+
+    def prepare(app):
+        gc.collect()
+        print("BENCH_BASELINE %d" % gc.mem_alloc())
+        if headroom:
+            app.ballast = []
+            while gc.mem_free() > headroom + 1100:
+                app.ballast.append(bytearray(1024))
+        app.bench = lambda: print("BENCH_CYCLE %d %d %d" % (app.samples, micropython.mem_total(), gc.mem_alloc()))
+
+    return prepare
+
+
 def main():
     from app.main import run
 
@@ -30,11 +49,15 @@ def main():
     o = _unix_args(sys.argv)
     tr = None
     if o["--transcript"]:
-        from cellmqtt.at_engine import Transcript
-
+        try:
+            from cellmqtt.at_transcript import Transcript
+        except ImportError:  # a firmware frozen without it (manifest option transcript=False)
+            print("--transcript: this firmware has no cellmqtt.at_transcript")
+            sys.exit(2)
         f = open(o["--transcript"], "a")
         tr = Transcript(lambda s: (f.write(s), f.flush()))
-    if run(o["--config"], o["--secrets"], None, tr, bool(o["--bench"]), int(o["--headroom"]), o["--port"]) is not None:
+    prepare = _bench(int(o["--headroom"])) if o["--bench"] else None
+    if run(o["--config"], o["--secrets"], None, tr, o["--port"], prepare) is not None:
         sys.exit(2)  # safe mode: the configuration was refused
 
 

@@ -50,7 +50,8 @@ BOARD_MODULES = {"esp32_bg96": {"esp32"}, "stm32_bc660k": {"pyb"}, "unix": {"ter
 # Imports that depend on the configuration: (key, value that needs the module). A board that does not freeze
 # one must refuse that value at start-up (checked by test_config_refusals) and the import must be lazy.
 GUARDED = {"cellmqtt.bg96": ("modem.type", "bg96"), "cellmqtt.bc660k": ("modem.type", "bc660k"),
-           "cellmqtt.mqtt_client": ("mqtt.transport", "socket"), "cellmqtt.huawei": ("cloud.profile", "huawei"),
+           "cellmqtt.mqtt_client": ("mqtt.transport", "socket"), "cellmqtt.bg96_socket": ("mqtt.transport", "socket"),
+           "cellmqtt.bc660k_socket": ("mqtt.transport", "socket"), "cellmqtt.huawei": ("cloud.profile", "huawei"),
            "cellmqtt.enos": ("cloud.profile", "enos"), "app.plain": ("cloud.profile", "mqtt")}
 ALL_LIB = sorted("cellmqtt/" + p.name for p in (ROOT / "lib" / "cellmqtt").glob("*.py"))
 ALL_APP = sorted("app/" + p.name for p in (ROOT / "firmware" / "app").glob("*.py"))
@@ -218,11 +219,12 @@ def test_root_manifest_is_a_library_manifest_with_metadata_first(tmp_path):
 
 @pytest.mark.parametrize("opts, expect_lib, expect_app", [
     ({"modem": "bc660k", "transports": ("native",), "clouds": ("enos",)},
-     {"bc660k", "enos"}, set()),
-    ({"modem": ("bg96",), "transports": ("native", "socket"), "clouds": ("mqtt",)},
-     {"bg96", "mqtt_codec", "mqtt_client"}, {"plain"}),
+     {"bc660k", "enos", "at_transcript"}, set()),
+    ({"modem": ("bg96",), "transports": ("native", "socket"), "clouds": ("mqtt",), "transcript": False},
+     {"bg96", "mqtt_codec", "mqtt_client", "bg96_socket"}, {"plain"}),
     ({"modem": ("bg96", "bc660k"), "transports": "socket", "clouds": ("huawei", "enos", "mqtt")},
-     {"bg96", "bc660k", "mqtt_codec", "mqtt_client", "huawei", "enos"}, {"plain"}),
+     {"bg96", "bc660k", "mqtt_codec", "mqtt_client", "bg96_socket", "bc660k_socket", "huawei", "enos",
+      "at_transcript"}, {"plain"}),
 ])
 def test_root_manifest_options_select_what_is_frozen(opts, expect_lib, expect_app):
     m = Manifest().execute(str(ROOT / "manifest.py"), port_manifest=False, **opts)
@@ -253,7 +255,8 @@ def test_board_manifest_freezes_its_modem_only(board):
     mine, other = BOARD_MODEM[board], {"bg96": "bc660k", "bc660k": "bg96"}[BOARD_MODEM[board]]
     assert "cellmqtt/%s.py" % mine in t and "cellmqtt/%s.py" % other not in t
     assert "cellmqtt/mqtt_client.py" not in t and "cellmqtt/mqtt_codec.py" not in t  # native MQTT only
-    assert "cellmqtt/at_sync.py" not in t and "app/plain.py" not in t
+    assert "cellmqtt/%s_socket.py" % mine not in t
+    assert "cellmqtt/at_sync.py" not in t and "app/plain.py" not in t and "cellmqtt/at_transcript.py" not in t
     assert {"cellmqtt/huawei.py", "cellmqtt/enos.py"} <= t
 
 
@@ -290,7 +293,7 @@ def test_everything_the_firmware_imports_is_frozen_or_refused(board):
     assert problems == []
     other = {"bg96": "cellmqtt.bc660k", "bc660k": "cellmqtt.bg96"}[BOARD_MODEM[board]]
     # exactly these are left out, and the board refuses the configurations that need them (test_config_refusals)
-    assert excluded == {other, "cellmqtt.mqtt_client", "app.plain"}
+    assert excluded == {other, "cellmqtt.mqtt_client", "cellmqtt.%s_socket" % BOARD_MODEM[board], "app.plain"}
     # and nothing frozen is dead weight: every frozen module is reached from main.py
     assert {module_name(t) for t in targets} - seen == set()
 
@@ -500,6 +503,40 @@ def test_config_refusals(board, board_runs):
     assert all("s3cret" not in str(v) for v in r.values())
     assert ok(res, "sha1_missing") == ["ConfigError", "cloud.enos.signmethod"]
     assert ok(res, "safe_mode") == ["SafeMode", "modem.type"]  # through app.main.run: safe mode, no crash
+
+
+@pytest.mark.parametrize("board", MCU_BOARDS)
+def test_socket_transport_needs_the_modems_socket_module(board, tmp_path):
+    # a firmware with our MQTT client but without the modem's TLS socket module still refuses "socket"; with
+    # both, the board accepts it
+    d = device_tree(board, tmp_path / "fw")
+    for name in ("mqtt_client.py", "mqtt_codec.py"):
+        shutil.copy(ROOT / "lib" / "cellmqtt" / name, d / "lib" / "cellmqtt" / name)
+    sock = "%s_socket.py" % BOARD_MODEM[board]
+
+    def refusal():
+        env = dict(os.environ, MICROPYPATH=".frozen:%s:%s/lib" % (d, d))
+        p = subprocess.run([MICROPYTHON, str(ROOT / "host_tests" / "board_logic.py"), board], cwd=str(d), env=env,
+                           capture_output=True, text=True, check=False, timeout=120)
+        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+        assert p.returncode == 0 and lines, p.stdout + p.stderr
+        return json.loads(lines[0][7:])["refusals"]["socket"]
+
+    r = refusal()
+    assert r[:2] == ["ConfigError", "mqtt.transport"] and "cellmqtt." + sock[:-3] in r[2], r
+    shutil.copy(ROOT / "lib" / "cellmqtt" / sock, d / "lib" / "cellmqtt" / sock)
+    assert refusal() is None
+
+
+def test_transcript_option_refused_by_a_firmware_without_the_recorder(tmp_path):
+    # the board manifests freeze no transcript recorder: --transcript says so instead of failing on an import
+    d = device_tree("esp32_bg96", tmp_path / "fw")
+    assert not (d / "lib" / "cellmqtt" / "at_transcript.py").exists()
+    shutil.copy(ROOT / "firmware" / "main.py", d / "main.py")
+    p = subprocess.run([MICROPYTHON, "main.py", "--transcript", "t.txt"], cwd=str(d), capture_output=True, text=True,
+                       env=dict(os.environ, MICROPYPATH=".frozen:lib"), timeout=30, check=False)
+    assert p.returncode == 2 and "no cellmqtt.at_transcript" in p.stdout, p.stdout + p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
 
 
 @pytest.mark.parametrize("board", MCU_BOARDS)

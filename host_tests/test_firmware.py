@@ -146,3 +146,16 @@ def test_bad_config_is_named_and_safe_mode(tmp_path):
     p = subprocess.run([MICROPYTHON, str(ROOT / "firmware" / "main.py")], cwd=str(flash),
                        env={"MICROPYPATH": MICROPYPATH}, capture_output=True, text=True, timeout=20)
     assert p.returncode == 2 and "not valid JSON" in p.stdout
+
+
+def test_huawei_sig_type_from_the_config_overrides_the_clock(mkdev):
+    # cloud.huawei.sig_type "0": the hour is sent unchecked (sigType 0) although the modem clock is trusted
+    d = mkdev(cloud="huawei", modem="bg96", interval=1)
+    cfg = json.loads((d.flash / "config.json").read_text())
+    cfg["cloud"]["huawei"]["sig_type"] = "0"
+    d.write_config(cfg)
+    d.start()
+    d.wait_samples(1)
+    c = d.connections()[0]
+    assert c["accepted"] and c["sig_type"] == 0, c
+    assert "network up:" in d.fw.log_text() and "(trusted)" in d.fw.log_text()

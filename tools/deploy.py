@@ -103,7 +103,7 @@ def load_config(config_path, secrets_path):
 
     raw = read(config_path, "config")
     if secrets_path:
-        appconfig._merge(raw, read(secrets_path, "secrets"), "")
+        appconfig._merge(raw, read(secrets_path, "secrets"))
     try:
         return appconfig.validate(raw)
     except appconfig.ConfigError as e:

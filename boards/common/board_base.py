@@ -10,26 +10,20 @@ import asyncio
 from time import sleep_ms, ticks_diff, ticks_ms
 
 import machine
-from app.config import ConfigError
+from app.config import ConfigError, get
 from cellmqtt.quectel import ModemNotResponding
 from micropython import const
 
 _POLL_MS = const(100)  # STATUS poll period while waiting for the module to come up or go down
 
-# What a configuration needs beyond the modem driver: (config key, value, module that must be importable)
+# What a configuration needs beyond the modem driver: (config key, value, module that must be importable); the
+# socket transport also needs the board's modem's <modem>_socket module (see McuBoard.check)
 _NEEDS = (
     ("mqtt.transport", "socket", "cellmqtt.mqtt_client"),
     ("cloud.profile", "huawei", "cellmqtt.huawei"),
     ("cloud.profile", "enos", "cellmqtt.enos"),
     ("cloud.profile", "mqtt", "app.plain"),
 )
-
-
-def _get(cfg, key):
-    v = cfg
-    for part in key.split("."):
-        v = v.get(part) if isinstance(v, dict) else None
-    return v
 
 
 def _has(name):
@@ -108,12 +102,12 @@ class McuBoard:
         """Refuse (ConfigError -> safe mode) a configuration this board and this firmware cannot run."""
         if cfg.get("board") != self.NAME:
             raise ConfigError("board", "this firmware runs on %s" % self.NAME)
-        if _get(cfg, "modem.type") != self.MODEM:
+        if get(cfg, "modem.type") != self.MODEM:
             raise ConfigError("modem.type", "this board carries a %s" % self.MODEM)
-        for key, value, module in _NEEDS:
-            if _get(cfg, key) == value and not _has(module):
+        for key, value, module in _NEEDS + (("mqtt.transport", "socket", "cellmqtt.%s_socket" % self.MODEM),):
+            if get(cfg, key) == value and not _has(module):
                 raise ConfigError(key, "%s needs %s, which this firmware does not contain" % (value, module))
-        if _get(cfg, "cloud.profile") == "enos" and _get(cfg, "cloud.enos.signmethod") == "sha1":
+        if get(cfg, "cloud.profile") == "enos" and get(cfg, "cloud.enos.signmethod") == "sha1":
             import hashlib
 
             if not hasattr(hashlib, "sha1"):  # ports built without SSL (most STM32 boards) have SHA-256 only

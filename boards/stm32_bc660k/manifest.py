@@ -7,7 +7,7 @@
 # ruff: noqa: F821  (metadata, include, require, package, module, options: provided by the manifest API)
 include("$(PORT_DIR)/boards/manifest.py")
 include("../../manifest.py", port_manifest=False, modem="bc660k", transports=("native",),
-        clouds=("huawei", "enos"), opt=3)
+        clouds=("huawei", "enos"), transcript=False, opt=3)
 require("hmac")  # also required by the root manifest; listed here so the board's needs read in one place
 module("board.py", opt=3)
 module("board_base.py", base_path="../common", opt=3)

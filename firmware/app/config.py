@@ -3,9 +3,9 @@
 # are refused with a ConfigError that names the key (never its value: it may be a secret).
 import json
 
-# Schema: a default value gives the type (bool, int, float, str, list); a tuple is a choice (first = default);
-# a type object is an optional value of that type (default None); REQ marks a required string; a dict is a
-# nested section. Every key is documented in README.md ("Configuration").
+# Schema: a default value gives the type (bool, int, float, str, list); a tuple is a choice (first = default;
+# None first: optional, default None); a type object is an optional value of that type (default None); REQ marks
+# a required string; a dict is a nested section. Every key is documented in README.md ("Configuration").
 REQ = "<required>"
 SCHEMA = {
     "board": "unix",
@@ -19,8 +19,8 @@ SCHEMA = {
         "apn_pass": "",
         "apn_auth": 0,
         "pdp_cid": 1,
-        "scan": str,
-        "rat": str,
+        "scan": (None, "auto", "lte", "gsm"),
+        "rat": (None, "m1", "nb1", "m1+nb1"),
         "bands": dict,
         "register_timeout_s": 180,
         "ntp_server": "pool.ntp.org",
@@ -87,8 +87,6 @@ RANGES = (
     ("log.file_max", 1024, 1048576), ("log.file_keep", 0, 10), ("watchdog_s", 0, 3600),
     ("cloud.huawei.id_type", 0, 2),
 )
-# Optional keys (default None: leave the module's setting alone) that take one of a few values
-CHOICES = (("modem.scan", ("auto", "lte", "gsm")), ("modem.rat", ("m1", "nb1", "m1+nb1")))
 # What each cloud profile needs (besides the always-required keys)
 NEEDS = {"huawei": ("device_id", "secret"), "enos": ("product_key", "device_key"), "mqtt": ("client_id",)}
 SECRET_KEYS = ("modem.pin", "modem.apn_pass", "cloud.huawei.secret", "cloud.enos.device_secret",
@@ -103,10 +101,10 @@ class ConfigError(ValueError):
         self.key = key
 
 
-def _merge(base, over, path):
+def _merge(base, over):
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v, path + k + ".")
+            _merge(base[k], v)
         else:
             base[k] = v
 
@@ -131,7 +129,7 @@ def _check(schema, given, path):
             continue
         if isinstance(spec, tuple):
             if v not in spec:
-                raise ConfigError(key, "must be one of " + ", ".join(spec))
+                raise ConfigError(key, "must be one of " + ", ".join(x for x in spec if x))
         else:
             want = spec if isinstance(spec, type) else (str if spec is REQ else type(spec))
             ok = isinstance(v, want) and (want is bool or not isinstance(v, bool))
@@ -164,10 +162,6 @@ def validate(raw):
         v = get(cfg, key)
         if v is not None and not lo <= v <= hi:
             raise ConfigError(key, "must be between %s and %s" % (lo, hi))
-    for key, allowed in CHOICES:
-        v = get(cfg, key)
-        if v is not None and v not in allowed:
-            raise ConfigError(key, "must be one of " + ", ".join(allowed))
     prof = cfg["cloud"]["profile"]
     for k in NEEDS[prof]:
         if not get(cfg, "cloud.%s.%s" % (prof, k)):
@@ -230,7 +224,7 @@ def load(path="config.json", secrets_path="secrets.json"):
         _roll_forward(secrets_path)
     raw = _read_json(path, True)
     sec = _read_json(secrets_path, False) if secrets_path else {}
-    _merge(raw, sec, "")
+    _merge(raw, sec)
     return validate(raw)
 
 

@@ -15,31 +15,22 @@ class SafeMode(Exception):
         self.key = getattr(err, "key", None)
 
 
-def _mkdirs(path):
-    d = ""
-    for part in path.split("/"):
-        if not part:
-            d = "/"
-            continue
-        d = d + part if d in ("", "/") else d + "/" + part
-        try:
-            os.mkdir(d)
-        except OSError:
-            pass
-
-
 def setup(config_path="config.json", secrets_path="secrets.json"):
-    """The validated configuration, with logging configured; raises SafeMode for a bad configuration."""
-    try:
-        cfg = config.load(config_path, secrets_path)
-    except config.ConfigError as e:
-        log.error("%s", e)
-        raise SafeMode(e) from None
+    """The validated configuration, with logging configured and state_dir created; raises ConfigError."""
+    cfg = config.load(config_path, secrets_path)
     lc = cfg["log"]
     log.configure(level=lc["level"].upper(), path=lc["file"], max_bytes=lc["file_max"], keep=lc["file_keep"])
     for s in config.secrets(cfg):
         log.add_secret(s)
-    _mkdirs(cfg["state_dir"])
+    d = ""
+    for part in cfg["state_dir"].split("/"):  # make the folder and its parents (no os.makedirs on MicroPython)
+        d += part
+        if part:
+            try:
+                os.mkdir(d)
+            except OSError:
+                pass  # it exists
+        d += "/"
     return cfg
 
 
@@ -56,31 +47,18 @@ def build(cfg, board=None, secrets_path="secrets.json", transcript=None, port=No
     return App(cfg, board, log, modem, secrets_path)
 
 
-def run(config_path="config.json", secrets_path="secrets.json", board=None, transcript=None, bench=False,
-        headroom=0, port=None):
+def run(config_path="config.json", secrets_path="secrets.json", board=None, transcript=None, port=None,
+        prepare=None):
     """Run the firmware until a reboot. Returns the SafeMode error instead of running when the configuration is
-    bad (the caller then leaves the REPL available). ``bench`` (unix port, `make bench`): print the heap in use
-    after start-up and the allocation counter at every telemetry cycle; ``headroom``: bytes left free above that
-    baseline (the rest of the heap is pinned), to measure the peak the running firmware needs."""
+    bad (the caller then leaves the REPL available). ``prepare(app)`` runs before the app starts (the unix
+    entry script's --bench instrumentation)."""
     try:
-        cfg = setup(config_path, secrets_path)
-        app = build(cfg, board, secrets_path, transcript, port)
-        if bench:
-            import gc
-            import micropython
-
-            gc.collect()
-            print("BENCH_BASELINE %d" % gc.mem_alloc())
-            if headroom:  # leave this much heap free above the start-up baseline (make bench): pin the rest
-                app.ballast = []
-                while gc.mem_free() > headroom + 1100:
-                    app.ballast.append(bytearray(1024))
-            app.bench = lambda: print("BENCH_CYCLE %d %d %d" % (app.samples, micropython.mem_total(), gc.mem_alloc()))
-    except SafeMode as e:
-        print(e)
-        return e
-    except config.ConfigError as e:  # a reading or cloud key found bad while building
+        app = build(setup(config_path, secrets_path), board, secrets_path, transcript, port)
+    except config.ConfigError as e:  # a bad file, or a reading or cloud key found bad while building
+        log.error("%s", e)
         e = SafeMode(e)
         print(e)
         return e
+    if prepare:
+        prepare(app)
     asyncio.run(app.run())

@@ -1,37 +1,37 @@
 # The application: a supervisor state machine that brings the device online and keeps it there, plus the
 # tasks that sample telemetry into the outbox, publish it, and answer cloud commands.
 #
-#   power -> sim -> registered -> pdp/time -> certificates -> connect -> subscribe -> running
+#   power -> sim -> registered -> pdp -> certificates -> connect -> subscribe -> running
 #
 # Every failure returns to the state that can fix it, after an exponential back-off with jitter; connects are
 # also rate-limited (EnOS blocks a device for 5 minutes after 4 connects in 2 minutes). Credentials are
 # computed anew for every connect and every subscription is renewed after every reconnect.
 import asyncio
-import json
 import random
 
 from cellmqtt.compat import ticks_ms, ticks_diff
 from cellmqtt.at_engine import AtError
-from cellmqtt.transport import (MqttError, ConnectRefused, TlsError, NetworkError, LinkLost, SubscribeRefused,
-                                PayloadError, MqttTimeout)
+from cellmqtt.transport import MqttError, TlsError, NetworkError, LinkLost, SubscribeRefused, PayloadError, MqttTimeout
 from cellmqtt.quectel import ModemError, ModemNotResponding, SimError, RegistrationError, PdpError, CertUploadError
 from cellmqtt.certs import CertError
 from cellmqtt.cloudsign import CloudError, CloudMessageError
+from micropython import const
 
 from app.outbox import Outbox
 from app.commands import Registry
-from app.telemetry import READERS
+from app.telemetry import READERS, signal
 from app import config as _config
 
-POWER = "power"
-SIM = "sim"
-REG = "registered"
-PDP = "pdp"
-CERTS = "certificates"
-CONNECT = "connect"
-SUBSCRIBE = "subscribe"
-RUNNING = "running"
-_ORDER = (POWER, SIM, REG, PDP, CERTS, CONNECT, SUBSCRIBE, RUNNING)
+# The states, in bring-up order: a lower number is an earlier state (the one a worse failure goes back to).
+_POWER = const(0)
+_SIM = const(1)
+_REG = const(2)
+_PDP = const(3)
+_CERTS = const(4)
+_CONNECT = const(5)
+_SUBSCRIBE = const(6)
+_RUNNING = const(7)
+STATES = ("power", "sim", "registered", "pdp", "certificates", "connect", "subscribe", "running")
 
 VERSION = "1.0.0"
 
@@ -45,8 +45,7 @@ RATE = {"enos": (3, 120), "huawei": (6, 60), "mqtt": (10, 60)}
 
 
 def make_modem(cfg, board, log, pipe=None, transcript=None, state_dir="."):
-    kind = cfg["modem"]["type"]
-    if kind == "bg96":
+    if cfg["modem"]["type"] == "bg96":
         from cellmqtt.bg96 import Bg96 as cls
     else:
         from cellmqtt.bc660k import Bc660k as cls
@@ -58,19 +57,23 @@ def make_profile(cfg):
     name = c["profile"]
     if name == "huawei":
         from cellmqtt.huawei import Huawei
+
         h = c["huawei"]
         return Huawei(h["device_id"], h["secret"], h["id_type"], h["api"], h["codec"], h["service_id"])
     if name == "enos":
         from cellmqtt.enos import EnOS
+
         e = c["enos"]
         return EnOS(e["product_key"], e["device_key"], e["device_secret"], e["product_secret"], e["client_id"],
                     e["signmethod"], e["upper"])
     from app.plain import Plain
+
     p = c["mqtt"]
     return Plain(p["client_id"], p["username"], p["password"], p["telemetry_topic"], p["command_topic"])
 
 
 class _NoSleep:
+    # modem.awake() for a module that does not sleep
     async def __aenter__(self):
         return self
 
@@ -89,9 +92,9 @@ class App:
         self.secrets_path = secrets_path
         for s in _config.secrets(cfg):
             log.add_secret(s)
-        self.modem = modem or make_modem(cfg, board, log.debug, state_dir=cfg["state_dir"])
-        self.modem.on_event = self._on_modem_event
-        self._sleepy = hasattr(self.modem, "awake")
+        self.modem = m = modem or make_modem(cfg, board, log.debug, state_dir=cfg["state_dir"])
+        m.on_event = self._on_modem_event
+        self.awake = m.awake if hasattr(m, "awake") else self._no_sleep
         self.profile = make_profile(cfg)
         self._topic = self.profile.telemetry({"x": 0}, None, 0)[0]  # the telemetry topic (fixed per device)
         ob = cfg["outbox"]
@@ -105,46 +108,38 @@ class App:
                 raise _config.ConfigError("telemetry.readings", "unknown reading %s" % name)
             self.readers.append(fn)
         self.interval = cfg["telemetry"]["interval_s"]
-        self.state = POWER
+        self.state = _POWER
         self.t = None
         self.online = asyncio.Event()
         self._trouble = asyncio.Event()
-        self._reason = None
+        self._reason = None  # (error, state that fixes it) of the trouble
         self._sampler_task = None
         self._resample = False
         self._wake_pub = asyncio.Event()
         self._inbox = []
         self._inbox_ev = asyncio.Event()
-        self.failures = 0
-        self.net_failures = 0
+        self.failures = self.net_failures = self.reconnects = self.samples = self.published = 0
         self.connects = []
-        self.reconnects = 0
-        self.samples = 0
-        self.published = 0
-        self.commands_done = 0
         self.last_error = None
         self.last_sample = {}
         self.last_signal = {}
-        self.started = ticks_ms()
-        self.heartbeat = ticks_ms()
+        self.started = self.heartbeat = ticks_ms()
         self.reboot_requested = False
-        self.activations = 0
         self._loss_state = None
         self._reset_seen = False
         self.bench = None  # `make bench`: called at every telemetry cycle
 
     # ---- helpers -----------------------------------------------------------------------------------------
 
-    def awake(self):
-        return self.modem.awake() if self._sleepy else _NO_SLEEP
+    def _no_sleep(self):
+        return _NO_SLEEP
 
     def now(self):
         return self.modem.now()
 
     def status(self):
-        st = self.outbox.stats()
-        return {"state": self.state, "version": VERSION, "uptime": ticks_diff(ticks_ms(), self.started) // 1000,
-                "interval": self.interval, "outbox": len(self.outbox), "dropped": st.get("dropped", 0),
+        return {"state": STATES[self.state], "version": VERSION, "uptime": ticks_diff(ticks_ms(), self.started) // 1000,
+                "interval": self.interval, "outbox": len(self.outbox), "dropped": self.outbox.dropped,
                 "published": self.published, "reconnects": self.reconnects, "resets": self.modem.resets,
                 "last_error": self.last_error, "signal": self.last_signal}
 
@@ -160,102 +155,88 @@ class App:
 
     def _on_modem_event(self, kind, value):
         self.log.info("modem event %s %s", kind, value)
-        if kind == "reset" and self.state != POWER:
+        if kind == "reset" and self.state != _POWER:
             self._reset_seen = True  # whatever state we are in: the module lost its settings, start over
-            self._trouble_set(ModemNotResponding("the modem restarted"), POWER)
-        elif kind == "pdp" and self.state in (CONNECT, SUBSCRIBE, RUNNING):
-            self._trouble_set(PdpError("PDP context deactivated by the network"), PDP)
+            self._trouble_set(ModemNotResponding("the modem restarted"), _POWER)
+        elif kind == "pdp" and self.state >= _CONNECT:
+            self._trouble_set(PdpError("PDP context deactivated by the network"), _PDP)
 
     def _trouble_set(self, err, state):
         # several signs of one event (a reset prints "pdpdeact", then RDY, and closes the MQTT client): the one
         # that needs the earliest state wins
-        if self._reason is None or _ORDER.index(state) < _ORDER.index(self._reason[1]):
+        if self._reason is None or state < self._reason[1]:
             self._reason = (err, state)
         self._trouble.set()
-
-    def _delay(self):
-        b = self.cfg["backoff"]
-        d = min(b["max_s"], b["min_s"] * (1 << min(self.failures, 16)))
-        j = b["jitter"]
-        return max(0.0, d * (1 + random.uniform(-j, j)))
 
     # ---- the supervisor ------------------------------------------------------------------------------------
 
     async def supervise(self):
         m = self.modem
+        cfg = self.cfg
         while True:
             self.heartbeat = ticks_ms()
             if self._reset_seen:
                 self._reset_seen = False
                 self.log.warn("the modem restarted: starting over")
-                self.state = POWER
+                self.state = _POWER
             st = self.state
             try:
-                if st == POWER:
-                    self._set_offline()
+                if st == _POWER:
+                    self.online.clear()
                     await m.start()
-                    self.log.info("modem ready (%s)", self.cfg["modem"]["type"])
-                    nxt = SIM
-                elif st == SIM:
+                    self.log.info("modem ready (%s)", cfg["modem"]["type"])
+                elif st == _SIM:
                     await m.check_sim()
                     if hasattr(m, "configure_radio"):
                         await m.configure_radio()
                     if hasattr(m, "configure_power"):
                         await m.configure_power()
-                    nxt = REG
-                elif st == REG:
+                elif st == _REG:
                     stat = await m.wait_registered()
                     self.log.info("registered on the network (%s, cell %s)", "roaming" if stat == 5 else "home",
                                   "/".join(m.cell) if m.cell else "?")
-                    nxt = PDP
-                elif st == PDP:
+                elif st == _PDP:
                     ip = await m.pdp_up()
                     t = await m.sync_clock()
                     self.log.info("network up: ip %s, clock %d (%s)", ip, t, "trusted" if m.time_trusted else "untrusted")
-                    nxt = CERTS
-                elif st == CERTS:
-                    if self.cfg["tls"]["enabled"]:
+                elif st == _CERTS:
+                    if cfg["tls"]["enabled"]:
                         n = await m.provision_certs()
                         self.log.info("certificates: %d bytes sent to the modem%s", n, "" if n else " (unchanged)")
                         await m.configure_ssl()
-                    nxt = CONNECT
-                elif st == CONNECT:
+                elif st == _CONNECT:
                     await self._connect()
-                    self.log.info("MQTT connected over %s (%s transport)", "TLS" if self.cfg["tls"]["enabled"] else "TCP",
-                                  self.cfg["mqtt"]["transport"])
-                    nxt = SUBSCRIBE
-                elif st == SUBSCRIBE:
+                    self.log.info("MQTT connected over %s (%s transport)", "TLS" if cfg["tls"]["enabled"] else "TCP",
+                                  cfg["mqtt"]["transport"])
+                elif st == _SUBSCRIBE:
                     if getattr(self.profile, "securemode", 2) == 3:
-                        nxt = await self._activating()
-                        self.state = nxt
+                        self.state = await self._activating()
                         continue
                     await self._subscribe()
                     if hasattr(m, "allow_sleep"):
                         await m.allow_sleep()
-                    self.failures = 0
-                    self.net_failures = 0
+                    self.failures = self.net_failures = 0
                     self.online.set()
                     self._wake_pub.set()
                     self.log.info("running")
-                    nxt = RUNNING
                 else:
-                    nxt = await self._running()
-                self.state = nxt
+                    await self._running()
+                self.state = st + 1
             except Exception as e:  # every failure goes back to the state that can fix it, after a back-off
-                nxt = self._loss_state if st in (RUNNING, SUBSCRIBE) and self._loss_state else self._after_failure(st, e)
+                nxt = self._loss_state if st >= _SUBSCRIBE and self._loss_state is not None else self._after_failure(st, e)
                 self._loss_state = None
                 self.last_error = "%s: %s" % (type(e).__name__, e)
                 self.failures += 1
-                self._set_offline()
-                d = self._delay()
-                self.log.warn("%s failed: %s; %s in %.1f s", st, self.last_error, nxt, d)
+                self.online.clear()
+                b = cfg["backoff"]
+                d = min(b["max_s"], b["min_s"] * (1 << min(self.failures, 16))) * (1 + random.uniform(-1, 1) * b["jitter"])
+                self.log.warn("%s failed: %s; %s in %.1f s", STATES[st], self.last_error, STATES[nxt], d)
                 self.state = nxt
                 await asyncio.sleep(d)
 
-    def _set_offline(self):
-        self.online.clear()
-
-    async def _running(self):
+    async def _watch(self):
+        # Wait for trouble (a lost link, a modem event, a reboot request) while the session lasts; returns the
+        # (error, state that fixes it).
         self._trouble.clear()
         self._reason = None
         lost = asyncio.create_task(self._watch_lost(self.t))
@@ -270,10 +251,13 @@ class App:
                     self.board.reboot()
         finally:
             lost.cancel()
-        err, state = self._reason
-        self._set_offline()
+        return self._reason
+
+    async def _running(self):
+        err, state = await self._watch()
+        self.online.clear()
         self.reconnects += 1
-        if state == CONNECT and self.t is not None:
+        if state == _CONNECT and self.t is not None:
             try:
                 await self.t.disconnect()
             except (MqttError, AtError) as e:
@@ -285,84 +269,74 @@ class App:
         # EnOS dynamic activation: the cloud pushes the device secret right after CONNACK, unsubscribed. Send
         # nothing meanwhile (no SUBSCRIBE, no telemetry): a module that drops URCs while it sends (BC660K-GL
         # data mode) would lose the only copy, and the cloud already switched to the new secret.
-        self._trouble.clear()
-        self._reason = None
         self.log.info("waiting for the activation message")
-        lost = asyncio.create_task(self._watch_lost(self.t))
         try:
-            await asyncio.wait_for(self._trouble.wait(), 60)
+            err, state = await asyncio.wait_for(self._watch(), 60)
         except asyncio.TimeoutError:
             raise MqttTimeout("no activation message within 60 s") from None
-        finally:
-            lost.cancel()
-        err, state = self._reason
-        if self.t is not None:
-            await self.t.disconnect()
-        if getattr(self.profile, "securemode", 2) == 2:  # activated: reconnect with the new secret at once
+        await self.t.disconnect()
+        if self.profile.securemode == 2:  # activated: reconnect with the new secret at once
             self.log.info("reconnecting with the device secret")
-            return CONNECT
+            return _CONNECT
         self._loss_state = state
         raise err
 
     async def _watch_lost(self, t):
         err = await t.wait_lost()
         # +QMTSTAT 2 (PINGREQ failed): the data path is broken -- re-activate PDP (quectel-bg96.md 6)
-        self._trouble_set(err, PDP if getattr(err, "code", None) == 2 else CONNECT)
+        self._trouble_set(err, _PDP if getattr(err, "code", None) == 2 else _CONNECT)
 
     def _after_failure(self, st, e):
         m = self.modem
-        if isinstance(e, (ModemNotResponding, AtError)) and not isinstance(e, MqttError):
-            if isinstance(e, ModemNotResponding) or st in (POWER, SIM):
-                return POWER
-            return st if self.failures < 3 else POWER
+        if isinstance(e, (ModemNotResponding, AtError)):
+            return _POWER if isinstance(e, ModemNotResponding) or st <= _SIM or self.failures >= 3 else st
         if isinstance(e, SimError):
-            return SIM
+            return _SIM
         if isinstance(e, RegistrationError):
-            return REG
-        if isinstance(e, (PdpError, ModemError)) and not isinstance(e, CertUploadError):
-            return REG if not m.registered else PDP
+            return _REG
         if isinstance(e, (CertError, CertUploadError)):
-            return CERTS
+            return _CERTS
+        if isinstance(e, ModemError):
+            return _PDP if m.registered else _REG
         if isinstance(e, TlsError):
-            return PDP  # re-read the clock and reconfigure TLS before trying again
+            return _PDP  # re-read the clock and reconfigure TLS before trying again
         if isinstance(e, NetworkError):
             self.net_failures += 1
-            if not m.registered:
-                return REG
-            return PDP if self.net_failures >= 3 else CONNECT
+            return _REG if not m.registered else _PDP if self.net_failures >= 3 else _CONNECT
         if isinstance(e, (MqttError, CloudError)):
-            return CONNECT
-        self.log.error("unexpected %s in %s: %s", type(e).__name__, st, e)
-        return POWER
-
-    async def _rate_gate(self):
-        n, window = RATE.get(self.cfg["cloud"]["profile"], (6, 60))
-        while True:
-            now = ticks_ms()
-            self.connects = [t for t in self.connects if ticks_diff(now, t) < window * 1000]
-            wait = 0
-            if len(self.connects) >= n:
-                wait = window * 1000 - ticks_diff(now, self.connects[0]) + 100
-            elif self.connects:
-                wait = 1100 - ticks_diff(now, self.connects[-1])  # at most one connect per second
-            if wait <= 0:
-                break
-            self.log.info("connect rate limit: waiting %d ms", wait)
-            await asyncio.sleep(wait / 1000)
+            return _CONNECT
+        self.log.error("unexpected %s in %s: %s", type(e).__name__, STATES[st], e)
+        return _POWER
 
     async def _connect(self):
         q = self.cfg["mqtt"]
-        self.t = self.modem.mqtt()
-        self.t.on_message(self._on_message)
-        await self._rate_gate()
-        cid, user, pw = self.profile.credentials(self.now(), self.modem.time_trusted)  # fresh for every connect
+        self.t = t = self.modem.mqtt()
+        t.on_message(self._on_message)
+        # the connect-rate gate: at most n connects per window, one per second
+        n, window = RATE.get(self.cfg["cloud"]["profile"], (6, 60))
+        while True:
+            now = ticks_ms()
+            self.connects = [c for c in self.connects if ticks_diff(now, c) < window * 1000]
+            if len(self.connects) >= n:
+                wait = window * 1000 - ticks_diff(now, self.connects[0]) + 100
+            else:
+                wait = 1100 - ticks_diff(now, self.connects[-1]) if self.connects else 0
+            if wait <= 0:
+                break
+            self.log.info("connect rate limit: waiting %d ms", wait)
+            await _sleep_ms(wait)
+        trusted = self.modem.time_trusted
+        sig = self.cfg["cloud"]["huawei"]["sig_type"]  # Huawei: "auto" follows the clock; "0"/"1" force it
+        if sig != "auto":
+            trusted = sig == "1"
+        cid, user, pw = self.profile.credentials(self.now(), trusted)  # fresh for every connect
         if pw:
             self.log.add_secret(pw)
         self.log.info("connecting to %s:%d as %s", q["host"], q["port"], cid)
         try:
-            await self.t.connect(q["host"], q["port"], cid, user, pw, q["keepalive"], q["clean"])
+            await t.connect(q["host"], q["port"], cid, user, pw, q["keepalive"], q["clean"])
         finally:
-            if getattr(self.t, "sent_connect", True):  # only CONNECTs the broker saw count against its limit
+            if getattr(t, "sent_connect", True):  # only CONNECTs the broker saw count against its limit
                 self.connects.append(ticks_ms())
 
     async def _subscribe(self):
@@ -394,11 +368,10 @@ class App:
         data = {}
         for fn in self.readers:
             try:
-                if fn is READERS.get("signal"):
-                    if not self.online.is_set():
-                        continue
-                    async with self.awake():
-                        data.update(await fn(self))
+                if fn is signal:  # the modem: only while online, and awake
+                    if self.online.is_set():
+                        async with self.awake():
+                            data.update(await fn(self))
                 else:
                     r = fn(self)
                     data.update(await r if hasattr(r, "send") else r)
@@ -435,15 +408,14 @@ class App:
                     await self.t.publish(self._topic, payload, qos)
             except PayloadError as e:
                 self.log.error("sample %d refused by the transport (%s): dropped", sid, e)
-                self.outbox.ack(sid)
-                continue
             except (MqttError, AtError) as e:
                 self.log.warn("publish of sample %d failed: %s", sid, e)
                 self.online.clear()  # the supervisor sees the lost link and reconnects
                 await asyncio.sleep(1)
                 continue
+            else:
+                self.published += 1
             self.outbox.ack(sid)
-            self.published += 1
 
     # ---- commands ------------------------------------------------------------------------------------------
 
@@ -474,22 +446,16 @@ class App:
         except CloudMessageError as e:
             self.log.warn("command refused (%s): %s", e.fault, e)
             r = p.error_reply(e)
-            if r:
-                await self._reply(r, p.REPLY_QOS)
-            return
-        if cmd.kind == "activate":
-            await self._activate(cmd)
-            return
-        if cmd.reply_topic is None:
-            return  # acks of our own uploads, messages without a reply
-        ok, body = self.registry.run(self, cmd)
-        self.commands_done += 1
-        self.log.info("command %s: %s", cmd.name, "done" if ok else body)
-        if ok:
-            r = p.reply(cmd, None, body if body else None)
         else:
-            r = p.reply(cmd, getattr(p, "FAIL", 1260), {"error": body})
-        await self._reply(r, p.REPLY_QOS)
+            if cmd.kind == "activate":
+                return await self._activate(cmd)
+            if cmd.reply_topic is None:
+                return  # acks of our own uploads, messages without a reply
+            ok, body = self.registry.run(self, cmd)
+            self.log.info("command %s: %s", cmd.name, "done" if ok else body)
+            r = p.reply(cmd, None, body or None) if ok else p.reply(cmd, getattr(p, "FAIL", 1260), {"error": body})
+        if r:
+            await self._reply(r, p.REPLY_QOS)
 
     async def _reply(self, r, qos):
         async with self.awake():
@@ -500,7 +466,6 @@ class App:
         # device without it), answer, then reconnect with securemode 2 (clouds.md 2.2).
         _config.save_secret(self.secrets_path, "cloud.enos.device_secret", cmd.secret)
         self.log.add_secret(cmd.secret)
-        self.activations += 1
         self.log.info("activated: device secret stored")
         try:
             await self._reply(self.profile.reply(cmd), 0)
@@ -508,15 +473,13 @@ class App:
             self.log.warn("activation reply not sent: %s", e)
         self.profile = self.profile.with_secret(cmd.secret)
         self.cfg["cloud"]["enos"]["device_secret"] = cmd.secret
-        self._trouble_set(LinkLost("reconnecting with the new device secret"), CONNECT)
+        self._trouble_set(LinkLost("reconnecting with the new device secret"), _CONNECT)
 
     # ---- watchdog and run ------------------------------------------------------------------------------------
 
     async def watchdog(self, timeout_s):
         wdt = self.board.watchdog(timeout_s * 1000) if timeout_s else None
-        if wdt is None:
-            return
-        while True:
+        while wdt is not None:
             # fed while the event loop runs (this task) and the supervisor is either running or making progress:
             # a blocked loop or a bring-up step stuck past the timeout lets the hardware reset the MCU
             if self.heartbeat is None or ticks_diff(ticks_ms(), self.heartbeat) < timeout_s * 1000:

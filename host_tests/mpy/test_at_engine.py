@@ -3,7 +3,8 @@ import asyncio
 
 from cellmqtt import at_engine
 from cellmqtt.at_engine import (AtEngine, AtCommandError, CmeError, CmsError, SendFailed, AtTimeout, AtClosed,
-                                Transcript, frame_quoted_len, frame_line_then_bytes, quote, fields)
+                                frame_quoted_len, frame_line_then_bytes, quote, fields)
+from cellmqtt.at_transcript import Transcript
 from fakemodem import MemoryPipe, ScriptedModem
 
 

@@ -1,7 +1,8 @@
 # The AT engine replaying the real module transcripts of reference/transcripts.md, byte shapes as captured.
 import asyncio
 
-from cellmqtt.at_engine import AtEngine, AtTimeout, AtCommandError, CmeError, Transcript, fields
+from cellmqtt.at_engine import AtEngine, AtTimeout, AtCommandError, CmeError, fields
+from cellmqtt.at_transcript import Transcript
 from cellmqtt.at_sync import AtSync
 from fakemodem import MemoryPipe, ScriptedModem
 

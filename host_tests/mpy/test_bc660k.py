@@ -5,7 +5,7 @@ TIMEOUT = 120
 
 import asyncio
 
-from cellmqtt.at_engine import Transcript
+from cellmqtt.at_transcript import Transcript
 from cellmqtt.quectel import CertUploadError
 from cellmqtt.transport import LinkLost, TlsError
 from drivertest import make, copy_certs, counters, control

@@ -4,7 +4,7 @@ TIMEOUT = 90
 
 import asyncio
 
-from cellmqtt.at_engine import Transcript
+from cellmqtt.at_transcript import Transcript
 from cellmqtt.certs import CertError
 from cellmqtt.quectel import SimError, CertUploadError, RegistrationError
 from cellmqtt.transport import LinkLost, PayloadError, ConnectRefused, TlsError, DnsError, NetworkError

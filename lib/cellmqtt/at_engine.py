@@ -161,17 +161,11 @@ _find = _find_fast if hasattr(bytearray, "find") else _find_copy
 
 def _at(buf, r, w, prefix):
     # buf[r:] starts with prefix? (-1: not enough bytes to tell). No allocation.
-    n = len(prefix)
-    if w - r < n:
-        n = w - r
-        for i in range(n):
-            if buf[r + i] != prefix[i]:
-                return 0
-        return -1
+    n = min(len(prefix), w - r)
     for i in range(n):
         if buf[r + i] != prefix[i]:
             return 0
-    return 1
+    return 1 if n == len(prefix) else -1
 
 
 _FR_LINE = const(1)
@@ -193,79 +187,6 @@ def frame_quoted_len(len_field, scale=1):
 
 
 _MAX_HEADER = const(320)  # the longest header a framed record may have before its payload
-
-
-class Transcript:
-    """Records both directions with timestamps: ``<ms> > data`` / ``<ms> < line``; non-printables escaped.
-
-    ``write`` is any callable taking a str (a file's write, a list's append). ``Transcript.ring(n)`` keeps only
-    the last n characters in RAM for field debugging (``dump()``). Secrets are redacted by the engine before
-    they get here; ``keys`` additionally masks JSON string values of those keys in received lines (e.g. a
-    device secret pushed by the cloud)."""
-
-    KEYS = (b'"deviceSecret"', b'"productSecret"', b'"password"', b'"secret"')
-
-    def __init__(self, write, clock=ticks_ms, keys=KEYS):
-        self._write = write
-        self._clock = clock
-        self._t0 = clock()
-        self.keys = keys
-        self._ring = None
-
-    @classmethod
-    def ring(cls, size=2048, clock=ticks_ms):
-        t = cls(None, clock)
-        t._ring = []
-        t._ring_size = size
-        t._ring_len = 0
-        t._write = t._ring_add
-        return t
-
-    def _ring_add(self, s):
-        self._ring.append(s)
-        self._ring_len += len(s)
-        while self._ring_len > self._ring_size and len(self._ring) > 1:
-            self._ring_len -= len(self._ring.pop(0))
-
-    def dump(self):
-        return "".join(self._ring) if self._ring is not None else ""
-
-    def _mask(self, data):
-        for k in self.keys:
-            i = data.find(k)
-            while i >= 0:
-                q = data.find(b'"', data.find(b":", i + len(k)) + 1)
-                e = data.find(b'"', q + 1) if q >= 0 else -1
-                if q < 0 or e < 0:
-                    data = data[:i + len(k)] + b':"***"'
-                    break
-                data = data[:q + 1] + b"***" + data[e:]
-                i = data.find(k, q + 5)
-        return data
-
-    def _rec(self, arrow, data):
-        out = []
-        for c in data:
-            if c == 13:
-                out.append("\\r")
-            elif c == 10:
-                out.append("\\n")
-            elif c == 92:
-                out.append("\\\\")
-            elif 32 <= c < 127:
-                out.append(chr(c))
-            else:
-                out.append("\\x%02x" % c)
-        self._write("%d %s %s\n" % (ticks_diff(self._clock(), self._t0), arrow, "".join(out)))
-
-    def tx(self, data):
-        self._rec(">", data)
-
-    def rx(self, data):
-        self._rec("<", self._mask(data))
-
-    def note(self, text):
-        self._write("%d # %s\n" % (ticks_diff(self._clock(), self._t0), text))
 
 
 class StreamPipe:
@@ -906,7 +827,10 @@ class AtEngine:
                     # The module is still in data mode (it lost the block or its Ctrl-Z): Esc cancels, so the
                     # next command is not swallowed as data.
                     self._report("no answer after the data block: sending Esc")
-                    await self._send(ESC)
+                    if self.transcript:
+                        self.transcript.tx(ESC)
+                    self._last_io = ticks_ms()
+                    await self._pipe.write(ESC)
             elif not p.ev.is_set():
                 self._arm(p, timeout_ms)
                 await p.ev.wait()
@@ -915,12 +839,6 @@ class AtEngine:
             self._pending = None
             p.state = _S_DONE
             p.deadline = None
-
-    async def _send(self, data, secrets=()):
-        if self.transcript:
-            self.transcript.tx(redact(data, secrets))
-        self._last_io = ticks_ms()
-        await self._pipe.write(data)
 
     async def _send_data(self, p, data, ctrlz, ack, secret, timeout_ms):
         if self.transcript:

@@ -24,13 +24,11 @@ except ImportError:  # the bare MicroPython ports: HMAC is built below on hashli
     _hmac = None
 
 # Which HMAC implementation this build uses ("hmac" or "hashlib"), for diagnostics and tests.
-HMAC_IMPL = "hmac" if _hmac is not None else "hashlib"
+HMAC_IMPL = "hmac" if _hmac else "hashlib"
 
 _BLOCK = const(64)  # SHA-256 block size in bytes (RFC 2104 B); MicroPython hash objects lack .block_size
 # Unix time of 10000-01-01T00:00:00Z: the Huawei hour string has a four-digit year.
 _UNIX_MAX = 253402300800
-# Seconds from 1970-01-01 to 2000-01-01: add this to a MicroPython time.time() on a port with the 2000 epoch.
-EPOCH_2000_OFFSET = 946684800
 DEFAULT_MAX_PAYLOAD = const(2048)  # refuse larger downstream messages before parsing (RAM on the MCU)
 _SCAN = const(256)  # bytes searched for a message id when the JSON cannot be parsed
 _MAX_DEPTH = const(16)  # nesting accepted in telemetry values (our own recursion stays bounded)
@@ -99,8 +97,7 @@ class Command:
         self.params = params
         self.reply_topic = reply_topic
         self.service = service
-        self.code = None
-        self.secret = None
+        self.code = self.secret = None
 
     def __repr__(self):
         return "<Command %s id=%r name=%r>" % (self.kind, self.id, self.name)
@@ -124,21 +121,18 @@ def hmac_sha256_hashlib(key, msg):
         key = sha256(key).digest()
     pad = bytearray(_BLOCK)  # one buffer, XORed in place for the inner then the outer pad
     pad[: len(key)] = key
-    for i in range(_BLOCK):
-        pad[i] ^= 0x36
-    h = sha256(pad)
-    h.update(msg)
-    inner = h.digest()
-    for i in range(_BLOCK):
-        pad[i] ^= 0x36 ^ 0x5C
-    h = sha256(pad)
-    h.update(inner)
-    return h.digest()
+    for x in (0x36, 0x36 ^ 0x5C):
+        for i in range(_BLOCK):
+            pad[i] ^= x
+        h = sha256(pad)
+        h.update(msg)
+        msg = h.digest()
+    return msg
 
 
 def hmac_sha256(key, msg):
     """HMAC-SHA256 digest (bytes): the hmac module when the build has one, else hmac_sha256_hashlib()."""
-    if _hmac is not None:
+    if _hmac:
         return _hmac.new(key, msg, hash_fn("sha256")).digest()
     return hmac_sha256_hashlib(key, msg)
 
@@ -161,7 +155,7 @@ def check_unix(unix_s):
         unix_s = int(unix_s)
     if type(unix_s) is not int:
         raise CloudValueError("unix time must be an int (seconds since 1970-01-01 UTC)")
-    if unix_s < 0 or unix_s >= _UNIX_MAX:
+    if not 0 <= unix_s < _UNIX_MAX:
         raise CloudValueError("unix time out of range 1970..9999")
     return unix_s
 
@@ -184,24 +178,19 @@ def is_digits(s):
     if type(s) is not str or not s:
         return False
     for c in s:
-        if c < "0" or c > "9":
+        if not "0" <= c <= "9":
             return False
     return True
 
 
-days_in_month = _tu.days_in_month
-
-
 def utc_hour(unix_s):
     """'YYYYMMDDHH' of the UTC hour (the Huawei client id / HMAC key)."""
-    t = civil(unix_s)
-    return "%04d%02d%02d%02d" % (t[0], t[1], t[2], t[3])
+    return "%04d%02d%02d%02d" % civil(unix_s)[:4]
 
 
 def utc_stamp(unix_s):
     """Huawei event time 'yyyyMMddTHHmmssZ' (UTC)."""
-    t = civil(unix_s)
-    return "%04d%02d%02dT%02d%02d%02dZ" % t
+    return "%04d%02d%02dT%02d%02d%02dZ" % civil(unix_s)
 
 
 # ---- input checks -----------------------------------------------------------------------------------------
@@ -239,13 +228,14 @@ def _utf8(s):
 
 def secret_bytes(value, what, max_len=256):
     """A configured secret as bytes (str is UTF-8 encoded); CloudValueError without ever quoting it."""
-    if type(value) is str:
+    t = type(value)
+    if t is str:
         value = _utf8(value)
         if value is None:
             raise CloudValueError(what + " is not encodable text")
-    elif type(value) is bytearray:
+    elif t is bytearray or t is bytes:
         value = bytes(value)
-    elif type(value) is not bytes:
+    else:
         raise CloudValueError(what + " must be str or bytes")
     if not 0 < len(value) <= max_len:
         raise CloudValueError("%s must be 1..%d bytes" % (what, max_len))
@@ -284,12 +274,11 @@ def check_data(value, what="data", depth=0):
             if type(k) is not str:
                 raise CloudValueError(what + " has a key that is not a str")
             check_data(value[k], what, depth + 1)
-        return
-    if t is list or t is tuple:
+    elif t is list or t is tuple:
         for v in value:
             check_data(v, what, depth + 1)
-        return
-    raise CloudValueError("%s holds a %s, which JSON cannot carry" % (what, t.__name__))
+    else:
+        raise CloudValueError("%s holds a %s, which JSON cannot carry" % (what, t.__name__))
 
 
 def check_sample_id(sample_id):
@@ -297,6 +286,18 @@ def check_sample_id(sample_id):
     if type(sample_id) is int and sample_id >= 0:
         return str(sample_id)
     return check_token(sample_id, "sample_id", 64, b'"\\')
+
+
+def reply_code(cmd, code, default):
+    """The checked reply code for answering `cmd` (`default` when None): CloudValueError when `cmd` takes no
+    reply or the code is not an int."""
+    if type(cmd) is not Command or cmd.reply_topic is None:
+        raise CloudValueError("this message takes no reply")
+    if code is None:
+        return default
+    if type(code) is not int:
+        raise CloudValueError("code must be an int")
+    return code
 
 
 def dump(obj):
@@ -307,29 +308,27 @@ def dump(obj):
 # ---- downstream messages ----------------------------------------------------------------------------------
 
 
-def topic_str(topic):
-    """A received topic as str; bytes must be UTF-8."""
-    if type(topic) is str:
-        return topic
-    if type(topic) in (bytes, bytearray, memoryview):
+def received(topic, payload):
+    """A received message as (topic str, payload sliceable into bytes): bytes topics must be UTF-8, a str
+    payload is encoded once."""
+    t = type(topic)
+    if t is not str:
+        if t not in (bytes, bytearray, memoryview):
+            raise CloudMessageError(BAD_FIELD, "topic must be str or bytes")
         try:
-            return str(bytes(topic), "utf-8")
+            topic = str(bytes(topic), "utf-8")
         except UnicodeError:
-            pass  # raised below, outside the handler, so the topic bytes are not chained onto the error
-        raise CloudMessageError(NOT_UTF8, "topic is not UTF-8")
-    raise CloudMessageError(BAD_FIELD, "topic must be str or bytes")
-
-
-def as_bytes(payload):
-    """A received payload as something sliceable into bytes; str is accepted and encoded once."""
-    if type(payload) is str:
-        b = _utf8(payload)
-        if b is None:
+            topic = None  # raised below, outside the handler, so the topic bytes are not chained onto the error
+        if topic is None:
+            raise CloudMessageError(NOT_UTF8, "topic is not UTF-8")
+    t = type(payload)
+    if t is str:
+        payload = _utf8(payload)
+        if payload is None:
             raise CloudMessageError(NOT_UTF8, "payload is not encodable text")
-        return b
-    if type(payload) in (bytes, bytearray, memoryview):
-        return payload
-    raise CloudMessageError(BAD_FIELD, "payload must be bytes")
+    elif t not in (bytes, bytearray, memoryview):
+        raise CloudMessageError(BAD_FIELD, "payload must be bytes")
+    return topic, payload
 
 
 def load_json(payload, limit):
@@ -338,26 +337,24 @@ def load_json(payload, limit):
     n = len(payload)
     if n > limit:
         raise CloudMessageError(TOO_LARGE, "payload of %d bytes exceeds the limit of %d" % (n, limit))
-    if n == 0:
+    if not n:
         raise CloudMessageError(EMPTY, "payload is empty")
-    text = None
+    text = obj = None
     try:
         text = str(bytes(payload), "utf-8")
     except UnicodeError:
         pass  # the error is raised outside the handler: the payload may carry a secret and must not be chained
     if text is None:
         raise CloudMessageError(NOT_UTF8, "payload is not UTF-8")
-    obj = fault = None
+    fault = "payload is not a JSON object"
     try:
         obj = json.loads(text)
     except ValueError:
         fault = "payload is not valid JSON"
     except RuntimeError:  # CPython's RecursionError on absurd nesting
         fault = "payload JSON is nested too deeply"
-    if fault is not None:
-        raise CloudMessageError(BAD_JSON, fault)
     if type(obj) is not dict:
-        raise CloudMessageError(BAD_JSON, "payload is not a JSON object")
+        raise CloudMessageError(BAD_JSON, fault)
     return obj
 
 
@@ -380,9 +377,8 @@ def scan_id(payload, key):
                 k = _skip_ws(payload, j + 1, n)
                 if k < n and payload[k] == 0x3A:  # ':' -- so this string was a key, not a value
                     return _scan_value(payload, _skip_ws(payload, k + 1, n), n)
-            i = j + 1
-            continue
-        if c == 0x7B or c == 0x5B:
+            i = j
+        elif c == 0x7B or c == 0x5B:
             depth += 1
         elif c == 0x7D or c == 0x5D:
             depth -= 1

@@ -15,9 +15,3 @@ except ImportError:  # CPython
     def ticks_diff(a, b):
         d = (a - b) & (_PERIOD - 1)
         return d - _PERIOD if d & (_PERIOD >> 1) else d
-
-try:
-    from time import ticks_us
-except ImportError:
-    def ticks_us():
-        return int(_time.monotonic() * 1000000) & (_PERIOD - 1)

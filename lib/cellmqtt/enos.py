@@ -46,14 +46,6 @@ def check_signmethod(signmethod):
     raise CloudValueError("signmethod must be 'sha256' or 'sha1'")
 
 
-def _timestamp(timestamp):
-    if type(timestamp) is int and timestamp >= 0:
-        return str(timestamp)
-    if cs.is_digits(timestamp) and len(timestamp) <= 19:
-        return timestamp
-    raise CloudValueError("timestamp must be Unix milliseconds (digits)")
-
-
 def credentials(client_id, device_key, product_key, timestamp, secret, securemode=2, signmethod="sha256",
                 upper=True):
     """(client_id, username, password) for one CONNECT.
@@ -65,24 +57,23 @@ def credentials(client_id, device_key, product_key, timestamp, secret, securemod
     cid = cs.check_token(client_id, "client_id", _CID_MAX, _CID_UNSAFE)
     dk = cs.check_token(device_key, "device_key", _KEY_MAX, _KEY_UNSAFE)
     pk = cs.check_token(product_key, "product_key", _KEY_MAX, _KEY_UNSAFE)
-    ts = _timestamp(timestamp)
+    if type(timestamp) is int and timestamp >= 0:
+        ts = str(timestamp)
+    elif cs.is_digits(timestamp) and len(timestamp) <= 19:
+        ts = timestamp
+    else:
+        raise CloudValueError("timestamp must be Unix milliseconds (digits)")
     key = cs.secret_bytes(secret, "secret")
     if type(securemode) is not int or securemode not in (2, 3):
         raise CloudValueError("securemode must be 2 (device secret) or 3 (product secret)")
     method = check_signmethod(signmethod)
     h = cs.hash_fn(method)()
-    # hashed piecewise: the content string is never built in RAM
-    for name, value in sorted((("timestamp", ts), ("productKey", pk), ("deviceKey", dk), ("clientId", cid)),
-                              key=_first):
-        h.update(name.encode())
-        h.update(value.encode())
+    # hashed piecewise, in the order of the sorted parameter names: the content string is never built in RAM
+    for v in (b"clientId", cid, b"deviceKey", dk, b"productKey", pk, b"timestamp", ts):
+        h.update(v if type(v) is bytes else v.encode())
     h.update(key)
     client = "%s|securemode=%d,signmethod=%s,timestamp=%s|" % (cid, securemode, method, ts)
     return client, dk + "&" + pk, cs.hexstr(h.digest(), upper)
-
-
-def _first(pair):
-    return pair[0]
 
 
 def check_device_secret(secret):
@@ -99,6 +90,10 @@ def check_device_secret(secret):
     if len(secret) < _SECRET_MIN:
         raise CloudValueError("device secret is shorter than %d characters" % _SECRET_MIN)
     return secret
+
+
+def _id_ok(v):
+    return (type(v) is str and 0 < len(v) <= _NAME_MAX) or (type(v) is int and v >= 0)
 
 
 class EnOS:
@@ -150,9 +145,8 @@ class EnOS:
 
     def with_secret(self, device_secret):
         """A securemode-2 profile of the same device using the secret activation delivered (validated)."""
-        return EnOS(self.product_key, self.device_key, device_secret=check_device_secret(device_secret),
-                    client_id=self.client_id, signmethod=self.signmethod, upper=self.upper,
-                    max_payload=self.max_payload)
+        return EnOS(self.product_key, self.device_key, check_device_secret(device_secret), None, self.client_id,
+                    self.signmethod, self.upper, self.max_payload)
 
     # ---- connect ----
 
@@ -172,13 +166,14 @@ class EnOS:
 
     # ---- upstream ----
 
-    def _request(self, sample_id, method, params):
+    def _post(self, what, method, sample_id, params):
+        # (topic, payload) of a post: topic <thing>/<what>, envelope {"id", "version", "method", "params"}
         if sample_id is None:
             self._seq = (self._seq + 1) & 0x3FFFFFFF
             msg_id = str(self._seq)
         else:
             msg_id = cs.check_sample_id(sample_id)
-        return cs.dump({"id": msg_id, "version": "1.0", "method": method, "params": params})
+        return self._sys + what, cs.dump({"id": msg_id, "version": "1.0", "method": method, "params": params})
 
     def _points(self, data, unix_s, what="measurepoints"):
         if type(data) is not dict or not data:
@@ -194,8 +189,7 @@ class EnOS:
         ms; omitted -> server time); sample_id: the envelope "id" (default: a counter)."""
         if service_id is not None:
             raise CloudValueError("EnOS measure-point posts have no service id")
-        return self._sys + "measurepoint/post", self._request(sample_id, "thing.measurepoint.post",
-                                                              self._points(data, unix_s))
+        return self._post("measurepoint/post", "thing.measurepoint.post", sample_id, self._points(data, unix_s))
 
     def telemetry_batch(self, samples, sample_id=None):
         """(topic, payload) posting several samples at once: samples = [(data, unix_s or None), ...]."""
@@ -206,14 +200,13 @@ class EnOS:
             if type(s) not in (list, tuple) or len(s) != 2:
                 raise CloudValueError("each sample must be (data, unix_s)")
             params.append(self._points(s[0], s[1]))
-        return self._sys + "measurepoint/post/batch", self._request(sample_id, "thing.measurepoint.post.batch",
-                                                                    params)
+        return self._post("measurepoint/post/batch", "thing.measurepoint.post.batch", sample_id, params)
 
     def event(self, event_id, data, unix_s=None, sample_id=None):
         """(topic, payload) of an event post: data = {output id: value}."""
         cs.check_token(event_id, "event_id", _NAME_MAX)
-        return (self._sys + "event/" + event_id + "/post",
-                self._request(sample_id, "thing.event." + event_id + ".post", self._points(data, unix_s, "events")))
+        return self._post("event/" + event_id + "/post", "thing.event." + event_id + ".post", sample_id,
+                          self._points(data, unix_s, "events"))
 
     # ---- downstream ----
 
@@ -222,8 +215,7 @@ class EnOS:
 
         Dispatch order: activation, measurepoint/set, measurepoint/get, replies to our posts, then the generic
         thing/service/{id} -- the measure-point topics also match the generic pattern and must win."""
-        topic = cs.topic_str(topic)
-        payload = cs.as_bytes(payload)
+        topic, payload = cs.received(topic, payload)
         if topic == self._activate:
             return self._request_in(ACTIVATE, topic, payload, "thing.activate.info", None)
         if topic.startswith(self._sys):
@@ -266,54 +258,48 @@ class EnOS:
         if not _id_ok(msg_id):
             raise CloudMessageError(cs.BAD_FIELD, "id missing, or not a short str or a non-negative int",
                                     FORMAT_ERROR, kind=kind)
-
-        def fail(fault, reason):
-            return CloudMessageError(fault, reason, _CODES[fault], msg_id, reply_topic, kind)
-
         m = obj.get("method")
-        if m is not None and m != method:
-            raise fail(cs.MISMATCH, "method does not match the topic")
         params = obj.get("params")
-        if kind == ACTIVATE:
+        fault = cs.BAD_FIELD
+        why = secret = None
+        if m is not None and m != method:
+            fault = cs.MISMATCH
+            why = "method does not match the topic"
+        elif kind == ACTIVATE:
             if type(params) is not dict:
-                raise fail(cs.BAD_FIELD, "params is not an object")
-            if params.get("productKey", self.product_key) != self.product_key or \
+                why = "params is not an object"
+            elif params.get("productKey", self.product_key) != self.product_key or \
                     params.get("deviceKey", self.device_key) != self.device_key:
-                raise fail(cs.BAD_FIELD, "activation names another device")
-            secret = params.get("deviceSecret")
-            problem = None
-            try:
-                check_device_secret(secret)
-            except CloudValueError as e:
-                problem = e.args[0]  # our own fixed text: never contains the secret
-            if problem is not None:
-                raise fail(cs.BAD_FIELD, problem)
-            info = {}
-            for k in params:
-                if k != "deviceSecret":
-                    info[k] = params[k]
-            cmd = Command(ACTIVATE, msg_id, method, info, reply_topic)
-            cmd.secret = secret
-            return cmd
-        if kind == MEASUREPOINT_GET:
+                why = "activation names another device"
+            else:
+                secret = params.get("deviceSecret")
+                try:
+                    check_device_secret(secret)
+                except CloudValueError as e:
+                    why = e.args[0]  # our own fixed text: never contains the secret
+                params = {k: params[k] for k in params if k != "deviceSecret"}
+        elif kind == MEASUREPOINT_GET:
             if params is None:
                 params = []  # no names: all points
             if type(params) is not list:
-                raise fail(cs.BAD_FIELD, "params is not a list of point names")
-            for p in params:
-                if type(p) is not str or not p:
-                    raise fail(cs.BAD_FIELD, "params is not a list of point names")
-        elif kind == MEASUREPOINT_SET:
-            if params is None or params == {}:
-                raise fail(cs.EMPTY, "no measure points to set")
-            if type(params) is not dict:
-                raise fail(cs.BAD_FIELD, "params is not an object")
+                why = "params is not a list of point names"
+            else:
+                for p in params:
+                    if type(p) is not str or not p:
+                        why = "params is not a list of point names"
+        elif kind == MEASUREPOINT_SET and (params is None or params == {}):
+            fault = cs.EMPTY
+            why = "no measure points to set"
         else:
             if params is None:
                 params = {}
             if type(params) is not dict:
-                raise fail(cs.BAD_FIELD, "params is not an object")
-        return Command(kind, msg_id, name if name is not None else method, params, reply_topic)
+                why = "params is not an object"
+        if why:
+            raise CloudMessageError(fault, why, _CODES[fault], msg_id, reply_topic, kind)
+        cmd = Command(kind, msg_id, method if name is None else name, params, reply_topic)
+        cmd.secret = secret
+        return cmd
 
     def _ack(self, name, payload):
         try:
@@ -335,12 +321,7 @@ class EnOS:
         """(topic, payload) answering `cmd` on its topic + "_reply" (publish at REPLY_QOS).
         code: 200 (default) or another EnOS code; body: the reply's "data" -- measurepoint_get: {point: value},
         service: {output: value}; none for activate."""
-        if type(cmd) is not Command or cmd.reply_topic is None:
-            raise CloudValueError("this message takes no reply")
-        if code is None:
-            code = OK
-        if type(code) is not int:
-            raise CloudValueError("code must be an int")
+        code = cs.reply_code(cmd, code, OK)
         msg = {"id": cmd.id, "code": code}
         if cmd.kind == ACTIVATE:
             if body is not None:
@@ -360,7 +341,3 @@ class EnOS:
         if type(exc) is not CloudMessageError or exc.reply_topic is None:
             return None
         return exc.reply_topic, cs.dump({"id": exc.msg_id, "code": exc.code, "message": exc.reason})
-
-
-def _id_ok(v):
-    return (type(v) is str and 0 < len(v) <= _NAME_MAX) or (type(v) is int and v >= 0)

@@ -26,17 +26,17 @@ def credentials(device_id, secret, hour, sig_type=0, id_type=0):
     the HMAC key. sig_type 1 makes the platform check that hour against its clock: only with a trusted clock.
     secret: str or bytes. password = lower-case hex HMAC-SHA256(key=hour, message=secret)."""
     cs.check_token(device_id, "device_id", _ID_MAX)
-    key = secret_bytes(secret)
-    _check_hour(hour)
+    key = cs.secret_bytes(secret, "secret")
+    if not cs.is_digits(hour) or len(hour) != 10:
+        raise CloudValueError("hour must be 10 digits YYYYMMDDHH (UTC)")
+    try:
+        cs.unix_from_civil(int(hour[:4]), int(hour[4:6]), int(hour[6:8]), int(hour[8:]))
+    except CloudValueError:
+        raise CloudValueError("hour YYYYMMDDHH names an impossible date or hour") from None
     if sig_type not in (0, 1) or type(sig_type) is not int:
         raise CloudValueError("sig_type must be 0 (hour not checked) or 1 (hour checked)")
     _check_id_type(id_type)
-    password = cs.hexstr(cs.hmac_sha256(hour.encode(), key))
-    return "%s_%d_%d_%s" % (device_id, id_type, sig_type, hour), device_id, password
-
-
-def secret_bytes(secret):
-    return cs.secret_bytes(secret, "secret")
+    return "%s_%d_%d_%s" % (device_id, id_type, sig_type, hour), device_id, cs.hexstr(cs.hmac_sha256(hour.encode(), key))
 
 
 def _check_id_type(id_type):
@@ -45,12 +45,12 @@ def _check_id_type(id_type):
         raise CloudValueError("id_type must be 0 (platform device id) or 2 (node id)")
 
 
-def _check_hour(hour):
-    if not cs.is_digits(hour) or len(hour) != 10:
-        raise CloudValueError("hour must be 10 digits YYYYMMDDHH (UTC)")
-    y, m, d, h = int(hour[:4]), int(hour[4:6]), int(hour[6:8]), int(hour[8:])
-    if not (1 <= m <= 12 and 1 <= d <= cs.days_in_month(y, m) and h <= 23):
-        raise CloudValueError("hour YYYYMMDDHH names an impossible date or hour")
+def _name_ok(v):
+    return type(v) is str and 0 < len(v) <= _NAME_MAX
+
+
+def _valid_mid(mid):
+    return type(mid) is int and 1 <= mid <= 65535
 
 
 class Huawei:
@@ -74,13 +74,14 @@ class Huawei:
     def __init__(self, device_id, secret, id_type=0, api=_LEGACY, codec="json", service_id=None,
                  max_payload=cs.DEFAULT_MAX_PAYLOAD):
         self.device_id = cs.check_token(device_id, "device_id", _ID_MAX)
-        self._secret = secret_bytes(secret)
+        self._secret = cs.secret_bytes(secret, "secret")
         _check_id_type(id_type)
-        if api not in (_LEGACY, _IOTDA):
+        legacy = api == _LEGACY
+        if not legacy and api != _IOTDA:
             raise CloudValueError("api must be 'legacy' or 'iotda'")
-        if api == _IOTDA and id_type != 0:
+        if id_type and not legacy:
             raise CloudValueError("IoTDA always uses id_type 0")
-        if codec not in ("json", "binary") or (api == _IOTDA and codec != "json"):
+        if codec != "json" and (codec != "binary" or not legacy):
             raise CloudValueError("codec must be 'json' or (legacy only) 'binary'")
         if service_id is not None:
             cs.check_token(service_id, "service_id", _NAME_MAX)
@@ -91,14 +92,13 @@ class Huawei:
         self.codec = codec
         self.service_id = service_id
         self.max_payload = max_payload
-        if api == _LEGACY:
+        if legacy:
             base = "/huawei/v1/devices/" + device_id
             self._data_json = base + "/data/json"
             self._data_bin = base + "/data/binary"
             self._data = self._data_bin if codec == "binary" else self._data_json
             self._cmd_json = base + "/command/json"
-            self._cmd_bin = base + "/command/binary"
-            longest = self._cmd_bin
+            longest = self._cmd_bin = base + "/command/binary"
         else:
             self._oc = "$oc/devices/" + device_id + "/sys/"
             longest = self._oc + "properties/report"
@@ -137,7 +137,7 @@ class Huawei:
             if unix_s is not None or sample_id is not None or service_id is not None:
                 raise CloudValueError("binary codec: time, sample_id and service_id belong in the codec's bytes")
             return self._data, bytes(data)
-        sid = service_id if service_id is not None else self.service_id
+        sid = self.service_id if service_id is None else service_id
         if sid is None:
             raise CloudValueError("telemetry needs a service_id (argument or constructor)")
         if sid is not self.service_id:  # the constructor's was checked once already
@@ -164,8 +164,7 @@ class Huawei:
 
     def parse(self, topic, payload):
         """The Command in a received message, or CloudMessageError (never another exception)."""
-        topic = cs.topic_str(topic)
-        payload = cs.as_bytes(payload)
+        topic, payload = cs.received(topic, payload)
         if self.api == _LEGACY:
             if topic == self._cmd_json:
                 return self._cloud_req(payload)
@@ -175,21 +174,21 @@ class Huawei:
                 if not payload:
                     raise CloudMessageError(cs.EMPTY, "binary command is empty", kind=BINARY)
                 return Command(BINARY, None, None, bytes(payload), self._data_bin)
-            return self._other(topic, "/huawei/v1/devices/")
-        if topic.startswith(self._oc):
-            rest = topic[len(self._oc):]
-            for base, kind in (("commands", COMMAND), ("properties/set", PROPERTIES_SET),
-                               ("properties/get", PROPERTIES_GET)):
-                n = len(base)
-                if rest.startswith(base) and rest[n : n + 12] == "/request_id=":
-                    return self._iotda_req(kind, rest[n + 12 :], base, payload)
-            if rest == "messages/down":
-                return self._iotda_down(MESSAGE, payload)
-            if rest == "events/down":
-                return self._iotda_down(EVENT, payload)
-        return self._other(topic, "$oc/devices/")
-
-    def _other(self, topic, root):
+            root = "/huawei/v1/devices/"
+        else:
+            oc = self._oc
+            if topic.startswith(oc):
+                rest = topic[len(oc):]
+                for base, kind in (("commands", COMMAND), ("properties/set", PROPERTIES_SET),
+                                   ("properties/get", PROPERTIES_GET)):
+                    n = len(base)
+                    if rest.startswith(base) and rest[n : n + 12] == "/request_id=":
+                        return self._iotda_req(kind, rest[n + 12 :], base, payload)
+                if rest == "messages/down":
+                    return self._iotda_down(MESSAGE, payload)
+                if rest == "events/down":
+                    return self._iotda_down(EVENT, payload)
+            root = "$oc/devices/"
         if topic.startswith(root) and not topic.startswith(root + self.device_id + "/"):
             raise CloudMessageError(cs.FOREIGN, "topic of another device")
         raise CloudMessageError(cs.UNKNOWN, "topic not handled by this profile")
@@ -217,21 +216,20 @@ class Huawei:
         mid = obj.get("mid")
         if not _valid_mid(mid):
             raise CloudMessageError(cs.BAD_FIELD, "mid missing or not an int 1..65535", kind=COMMAND)
-
-        def bad(reason):
-            return CloudMessageError(cs.BAD_FIELD, reason, self.FAIL, mid, data_topic, COMMAND)
-
-        if obj.get("msgType") != "cloudReq":
-            raise bad("msgType is not cloudReq")
         service = obj.get("serviceId")
         name = obj.get("cmd")
-        if not _name_ok(service):
-            raise bad("serviceId missing or not a short str")
-        if not _name_ok(name):
-            raise bad("cmd missing or not a short str")
         paras = obj.get("paras", {})
-        if type(paras) is not dict:
-            raise bad("paras is not an object")
+        why = None
+        if obj.get("msgType") != "cloudReq":
+            why = "msgType is not cloudReq"
+        elif not _name_ok(service):
+            why = "serviceId missing or not a short str"
+        elif not _name_ok(name):
+            why = "cmd missing or not a short str"
+        elif type(paras) is not dict:
+            why = "paras is not an object"
+        if why:
+            raise CloudMessageError(cs.BAD_FIELD, why, self.FAIL, mid, data_topic, COMMAND)
         return Command(COMMAND, mid, name, paras, data_topic, service)
 
     def _iotda_req(self, kind, request_id, base, payload):
@@ -239,40 +237,42 @@ class Huawei:
         try:
             cs.check_token(request_id, "request_id", _NAME_MAX)
         except CloudValueError:
-            raise CloudMessageError(cs.BAD_FIELD, "request_id in the topic is empty, too long or unsafe",
-                                    kind=kind) from None
+            request_id = None  # raised below, outside the handler
+        if request_id is None:
+            raise CloudMessageError(cs.BAD_FIELD, "request_id in the topic is empty, too long or unsafe", kind=kind)
         reply_topic = self._oc + base + "/response/request_id=" + request_id
         # a properties/get response has no error form: a refused get is not answered
-        reply_topic_err = None if kind == PROPERTIES_GET else reply_topic
-        obj = self._load(payload, kind, reply_topic_err, request_id)
-        err_code = self.FAIL if reply_topic_err else None
-
-        def bad(reason):
-            return CloudMessageError(cs.BAD_FIELD, reason, err_code, request_id, reply_topic_err, kind)
-
+        err_topic = None if kind == PROPERTIES_GET else reply_topic
+        obj = self._load(payload, kind, err_topic, request_id)
         target = obj.get("object_device_id")
-        if target is not None and target != self.device_id:
-            raise bad("addressed to another device (gateway sub-devices are not supported)")
         service = obj.get("service_id")
-        if service is not None and not _name_ok(service):
-            raise bad("service_id is not a short str")
-        if kind == COMMAND:
-            name = obj.get("command_name")
+        params = obj.get("paras", {})
+        name = obj.get("command_name")
+        why = None
+        if target is not None and target != self.device_id:
+            why = "addressed to another device (gateway sub-devices are not supported)"
+        elif service is not None and not _name_ok(service):
+            why = "service_id is not a short str"
+        elif kind == COMMAND:
             if name is not None and not _name_ok(name):
-                raise bad("command_name is not a short str")
-            paras = obj.get("paras", {})
-            if type(paras) is not dict:
-                raise bad("paras is not an object")
-            return Command(COMMAND, request_id, name, paras, reply_topic, service)
-        if kind == PROPERTIES_SET:
-            services = obj.get("services")
-            if type(services) is not list or not services:
-                raise bad("services missing or not a non-empty list")
-            for s in services:
-                if type(s) is not dict or not _name_ok(s.get("service_id")) or type(s.get("properties")) is not dict:
-                    raise bad("each service needs a service_id and a properties object")
-            return Command(PROPERTIES_SET, request_id, None, services, reply_topic)
-        return Command(PROPERTIES_GET, request_id, None, {}, reply_topic, service)
+                why = "command_name is not a short str"
+            elif type(params) is not dict:
+                why = "paras is not an object"
+        elif kind == PROPERTIES_SET:
+            params = obj.get("services")
+            if type(params) is not list or not params:
+                why = "services missing or not a non-empty list"
+            else:
+                for s in params:
+                    if type(s) is not dict or not _name_ok(s.get("service_id")) or type(s.get("properties")) is not dict:
+                        why = "each service needs a service_id and a properties object"
+            name = service = None
+        else:
+            params = {}
+            name = None
+        if why:
+            raise CloudMessageError(cs.BAD_FIELD, why, self.FAIL if err_topic else None, request_id, err_topic, kind)
+        return Command(kind, request_id, name, params, reply_topic, service)
 
     def _iotda_down(self, kind, payload):
         obj = self._load(payload, kind, None, None)
@@ -294,12 +294,7 @@ class Huawei:
         body: legacy/IoTDA command: dict of response parameters; properties_get: dict of the service's
         property values (or the full list of services); properties_set: optional str description;
         binary: the response bytes."""
-        if type(cmd) is not Command or cmd.reply_topic is None:
-            raise CloudValueError("this message takes no reply")
-        if code is None:
-            code = self.OK
-        if type(code) is not int:
-            raise CloudValueError("code must be an int")
+        code = cs.reply_code(cmd, code, self.OK)
         kind = cmd.kind
         if kind == BINARY:
             if type(body) not in (bytes, bytearray) or not body:
@@ -307,27 +302,12 @@ class Huawei:
             return cmd.reply_topic, bytes(body)
         if body is not None:
             cs.check_data(body, "body")
-        if self.api == _LEGACY:
-            if code not in (0, 1):
-                raise CloudValueError("legacy errcode must be 0 (success) or 1 (failure)")
-            msg = {"msgType": "deviceRsp", "mid": cmd.id, "errcode": code}
-            if body is not None:
-                if type(body) is not dict:
-                    raise CloudValueError("body must be a dict")
-                msg["body"] = body
-            return cmd.reply_topic, cs.dump(msg)
-        if kind == COMMAND:
-            msg = {"result_code": code}
-            if body is not None:
-                if type(body) is not dict:
-                    raise CloudValueError("body must be a dict")
-                msg["paras"] = body
-        elif kind == PROPERTIES_SET:
+        if kind == PROPERTIES_SET:
             if body is not None and type(body) is not str:
                 raise CloudValueError("properties_set: body is the result description, a str")
             msg = {"result_code": code, "result_desc": body if body is not None else
                    ("success" if code == 0 else "failure")}
-        else:  # PROPERTIES_GET
+        elif kind == PROPERTIES_GET:
             if type(body) is list:
                 services = body
             elif type(body) is dict and cmd.service is not None:
@@ -335,6 +315,19 @@ class Huawei:
             else:
                 raise CloudValueError("properties_get: body must be a dict (request named a service) or a list")
             msg = {"services": services}
+        else:  # a command: legacy deviceRsp or IoTDA command response
+            if body is not None and type(body) is not dict:
+                raise CloudValueError("body must be a dict")
+            if self.api == _LEGACY:
+                if code not in (0, 1):
+                    raise CloudValueError("legacy errcode must be 0 (success) or 1 (failure)")
+                msg = {"msgType": "deviceRsp", "mid": cmd.id, "errcode": code}
+                if body is not None:
+                    msg["body"] = body
+            else:
+                msg = {"result_code": code}
+                if body is not None:
+                    msg["paras"] = body
         return cmd.reply_topic, cs.dump(msg)
 
     def error_reply(self, exc):
@@ -343,15 +336,9 @@ class Huawei:
         if type(exc) is not CloudMessageError or exc.reply_topic is None:
             return None
         if self.api == _LEGACY:
-            return exc.reply_topic, cs.dump({"msgType": "deviceRsp", "mid": exc.msg_id, "errcode": self.FAIL})
-        if exc.kind == PROPERTIES_SET:
-            return exc.reply_topic, cs.dump({"result_code": self.FAIL, "result_desc": exc.reason})
-        return exc.reply_topic, cs.dump({"result_code": self.FAIL})
-
-
-def _valid_mid(mid):
-    return type(mid) is int and 1 <= mid <= 65535
-
-
-def _name_ok(v):
-    return type(v) is str and 0 < len(v) <= _NAME_MAX
+            msg = {"msgType": "deviceRsp", "mid": exc.msg_id, "errcode": self.FAIL}
+        else:
+            msg = {"result_code": self.FAIL}
+            if exc.kind == PROPERTIES_SET:
+                msg["result_desc"] = exc.reason
+        return exc.reply_topic, cs.dump(msg)

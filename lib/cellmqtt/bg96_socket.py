@@ -1,0 +1,85 @@
+# The BG96's raw TLS socket (AT+QSSLOPEN in direct push mode) as a ModemSocket (transport.py): the carrier of
+# our own MQTT client, the "socket" transport. Optional: frozen only with the manifest option
+# transports=("socket",); Bg96.tls_socket() imports it when mqtt.transport is "socket".
+import asyncio
+
+from cellmqtt.at_engine import AtError, AtTimeout, AtCommandError, frame_line_then_bytes
+from cellmqtt.transport import NetworkError, MqttTimeout, LinkLost
+from cellmqtt.bg96 import socket_error
+
+
+class Bg96TlsSocket:
+    """A TLS byte stream through the module. ``client`` is the socket index 0..11 (11 is the TLS diagnosis'),
+    the SSL context is tls.ctx."""
+
+    max_send = 1460
+
+    def __init__(self, modem, client=1, tls=True):
+        if not tls:
+            raise ValueError("the socket transport always uses TLS (tls.enabled must be true)")
+        self.m = modem
+        self.at = modem.at
+        self.client = client
+        self._on_data = None
+        self._on_close = None
+        self.open_ = False
+        self._checked = False
+        self.at.urc(b'+QSSLURC: "recv",%d,' % client, self._recv, frame_line_then_bytes(0))
+        self.at.urc(b'+QSSLURC: "closed",%d' % client, self._closed)
+        modem._transports.append(self)
+
+    def on_data(self, cb):
+        self._on_data = cb
+
+    def on_close(self, cb):
+        self._on_close = cb
+
+    def _recv(self, rec):
+        if self._on_data is not None:
+            self._on_data(rec[rec.find(b"\n") + 1:])
+
+    def _closed(self, line):
+        self._set_lost(LinkLost("TLS socket %d closed by the peer" % self.client, 1))
+        asyncio.create_task(self.m.ssl_close(self.client))  # the module wants QSSLCLOSE to free the socket
+
+    def _set_lost(self, err):
+        if self.open_:
+            self.open_ = False
+            if self._on_close is not None:
+                self._on_close(err)
+
+    async def open(self, host, port):
+        m = self.m
+        if not m.fresh and not self._checked:
+            await m.ssl_close(self.client)  # a socket left open by the firmware before an MCU reset
+        self._checked = True
+        what = "TLS connection to %s:%d" % (host, port)
+        try:
+            err = await m.ssl_open(host, port, self.client)
+        except AtTimeout as e:
+            raise MqttTimeout("%s: %s" % (what, e)) from None
+        except AtError as e:
+            raise NetworkError("%s: %s" % (what, e)) from None
+        if err:
+            await m.ssl_close(self.client)
+            if err == 566:  # "connection failed" also covers a failed handshake: find out which
+                raise await m.diagnose_tls(host, port)
+            raise socket_error(err, what)
+        self.open_ = True
+
+    async def send(self, data):
+        mv = memoryview(data)
+        for i in range(0, len(data), self.max_send):
+            chunk = mv[i:i + self.max_send]
+            if not self.open_:
+                raise LinkLost("TLS socket %d is closed" % self.client)
+            try:
+                await self.at.cmd(b"AT+QSSLSEND=%d,%d" % (self.client, len(chunk)), data=bytes(chunk), timeout_ms=5000,
+                                  data_timeout_ms=30000)
+            except AtCommandError as e:  # the socket died under us (the "closed" URC may still be on its way)
+                raise LinkLost("TLS send failed: %s" % e) from None
+
+    async def close(self):
+        if self.open_:
+            self.open_ = False
+            await self.m.ssl_close(self.client)
