@@ -29,10 +29,18 @@ BENCHES = [
         ("peak_above_baseline", 16384, "<=", "peak heap above the post-start baseline (bytes)"),
         ("alloc_per_cycle", 1024, "<=", "bytes allocated per telemetry cycle, steady state"),
     ]),
+    # what each MCU board's manifest freezes, compiled with its own mpy-cross options (tools/frozen_size.py)
+    ("size:esp32_bg96", None, [("total_mpy", 48 * 1024, "<=", "frozen .mpy bytes, ESP32 + BG96 board")]),
+    ("size:stm32_bc660k", None, [("total_mpy", 48 * 1024, "<=", "frozen .mpy bytes, STM32 + BC660K-GL board")]),
 ]
 
 
 def run(script, heap):
+    if script.startswith("size:"):
+        from tools.frozen_size import measure
+
+        res = measure(script[5:])
+        return [{k: v for k, v in res.items() if k != "files"}]
     if script.startswith("py:"):
         cmd = [sys.executable, "-m", script[3:]]
     else:
