@@ -1,7 +1,7 @@
 # Certificate helpers: the UFS checksum, PEM validation (which file is bad and why), the memo on flash.
 import os
 
-from cellmqtt.certs import checksum, check_pem, read_pem, CertError, Memo, MAX_PEM
+from cellmqtt.certs import MAX_PEM, CertError, Memo, check_pem, checksum, read_pem
 
 
 def test_checksum_manual_example_and_odd_length():
@@ -40,6 +40,12 @@ def test_broken_pems_are_refused_with_the_file_name(pki):
     lines = good.split(b"\n")
     lines[3] = lines[3][:10] + b"*" + lines[3][11:]
     assert "base64" in _bad(b"\n".join(lines))
+    lines = good.split(b"\n")
+    assert "base64" in _bad(b"\n".join(lines[:2] + [b"=" + lines[2][1:]] + lines[3:]))  # padding mid-body
+    assert "base64" in _bad(b"\n".join(lines[:2] + [lines[2][:-1]] + lines[3:]))  # not a multiple of 4
+    assert "DER" in _bad(b"\n".join(lines[:1] + [b"NI" + lines[1][2:]] + lines[2:]))  # not a SEQUENCE
+    assert "DER" in _bad(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")  # too short
+    assert "empty" in _bad(b"-----BEGIN CERTIFICATE-----\n\n-----END CERTIFICATE-----\n")
     assert "not a PEM text" in _bad(good[:40] + b"\xe9" + good[41:])
     assert "larger" in _bad(good * (MAX_PEM // len(good) + 1))
     assert "expected a PRIVATE KEY" in _bad(good, "key")

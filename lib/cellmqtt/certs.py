@@ -3,7 +3,6 @@
 #
 # Pure functions plus small file helpers; the filesystem root is passed in. Used by the BG96 driver (QFUPL
 # file upload) and the BC660K-GL driver (inline push, length-verified).
-import binascii
 import json
 import os
 
@@ -62,18 +61,31 @@ def check_pem(data, name, kind=None):
     e = data.find(end_marker, le + 5)
     if e < 0:
         raise CertError(name, "no matching -----END %s----- marker" % label.decode())
-    body = data[le + 5:e]
-    text = b"".join(body.split())
-    if not text or b":" in body:  # headers (Proc-Type: ...) mean an encrypted key: the modem cannot use it
-        raise CertError(name, "empty or encrypted PEM body")
-    for c in text:  # decoders differ in what they tolerate: check the alphabet ourselves
-        if not (65 <= c <= 90 or 97 <= c <= 122 or 48 <= c <= 57 or c == 43 or c == 47 or c == 61):
+    # the body is checked in place: no copy, no list of lines, no decoded DER (this runs while the modem's
+    # certificate step holds the PEM itself: the firmware's heap peak). Valid base64 = the alphabet, "=" only as
+    # the last one or two characters, a multiple of 4 characters.
+    if data.find(b":", le + 5, e) >= 0:  # headers (Proc-Type: ...) mean an encrypted key: the modem can't use it
+        raise CertError(name, "encrypted PEM body")
+    n = pad = h0 = h1 = 0
+    for i in range(le + 5, e):
+        c = data[i]
+        if c == 10 or c == 13 or c == 32 or c == 9:
+            continue
+        if c == 61:
+            pad += 1
+        elif pad or not (65 <= c <= 90 or 97 <= c <= 122 or 48 <= c <= 57 or c == 43 or c == 47):
             raise CertError(name, "PEM body is not valid base64")
-    try:
-        der = binascii.a2b_base64(text)
-    except ValueError:  # binascii.Error is a ValueError on CPython; MicroPython raises ValueError
-        raise CertError(name, "PEM body is not valid base64") from None
-    if len(der) < 64 or der[0] != 0x30:
+        elif n == 0:
+            h0 = c
+        elif n == 1:
+            h1 = c
+        n += 1
+    if not n:
+        raise CertError(name, "empty PEM body")
+    if n & 3 or pad > 2:
+        raise CertError(name, "PEM body is not valid base64")
+    # DER: a SEQUENCE (0x30 is "MI" in base64) of a plausible size
+    if n // 4 * 3 - pad < 64 or h0 != 77 or not 65 <= h1 <= 80:
         raise CertError(name, "PEM body is not DER data")
     lab = label.decode()
     if kind == "cert" and lab != "CERTIFICATE":
