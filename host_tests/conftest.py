@@ -195,9 +195,9 @@ def broker(pki, tmp_path):
 
 
 # Fixtures of the modem emulator and the cloud twin live in their own modules.
+from fixtures_drivers import *  # noqa: E402,F401,F403
 from fixtures_modemsim import *  # noqa: E402,F401,F403
 from fixtures_twin import *  # noqa: E402,F401,F403
-from fixtures_drivers import *  # noqa: E402,F401,F403
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
 MICROPYPATH = ".frozen:" + ":".join(str(ROOT / p) for p in ("lib", "firmware", "boards/unix"))
-from tools.demo import (HOST, HUAWEI_ID, HUAWEI_SECRET, ENOS_PK, ENOS_DK, ENOS_DS, ENOS_PS,  # noqa: F401
-                        devices, device_config)
+from tools.demo import ENOS_DK, ENOS_DS, ENOS_PK, ENOS_PS, HOST, HUAWEI_ID, HUAWEI_SECRET, device_config, devices  # noqa: F401
 
 
 class Firmware:

@@ -8,7 +8,6 @@ import json
 import os
 
 import pytest
-
 from services import Service, python_module
 
 

@@ -6,9 +6,9 @@
 # (":"-separated import roots) in the environment. Prints the test's own output, then one line
 #     \x1eMPTEST <json>
 # with {"status": "pass"} or {"status": "fail", "error": "<repr>"} after the traceback.
-import sys
-import os
 import json
+import os
+import sys
 
 
 def _path_setup():

@@ -7,7 +7,6 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
-
 from services import Service, python_module
 
 

@@ -8,8 +8,7 @@ Each run is the real firmware (MicroPython unix port) -> pty -> emulated modem -
 import json
 
 import pytest
-
-from e2e import Device, ENOS_PS, ENOS_DK
+from e2e import ENOS_DK, Device
 
 MODEMS = ("bg96", "bc660k")
 TRANSPORTS = ("native", "socket")
@@ -127,12 +126,12 @@ def test_faults_mid_run_lose_no_sample(mkdev, modem):
     d = mkdev(cloud="huawei", modem=modem, interval=1)
     d.start()
     d.wait_samples(3, timeout=60)
-    for i, fault in enumerate(FAULTS):
+    for fault in FAULTS:
         before = len(d.connections())
         d.fault(fault)
         if fault["action"] in ("tls_fail", "broker_refuse"):  # they bite on the next connect: make one happen
             d.fault({"action": "qmtstat", "client": 0, "code": 1})
-        d.twin.control.wait_for(lambda: len([c for c in d.connections()[before:] if c["accepted"]]) >= 1, 60,
+        d.twin.control.wait_for(lambda b=before: any(c["accepted"] for c in d.connections()[b:]), 60,
                                 what="reconnect after %s" % fault["action"])
         d.wait_samples(d.telemetry()["unique"] + 2, timeout=60)
     tel = d.telemetry()
@@ -151,7 +150,7 @@ def test_enos_faults_respect_the_connect_rate_limit(mkdev):
     for _ in range(3):  # the 4th connect within 2 minutes would be refused (and block the device for 5)
         before = len(d.connections())
         d.fault({"action": "qmtstat", "client": 0, "code": 1})
-        d.twin.control.wait_for(lambda: len(d.connections()) > before, 200, what="reconnect")
+        d.twin.control.wait_for(lambda b=before: len(d.connections()) > b, 200, what="reconnect")
     v = d.twin.control.violations()["rate"]
     assert v == [], v
     conns = d.connections()

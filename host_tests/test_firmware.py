@@ -7,8 +7,7 @@ import subprocess
 import time
 
 import pytest
-
-from e2e import Device, Firmware, MICROPYTHON, MICROPYPATH, ROOT
+from e2e import MICROPYPATH, MICROPYTHON, ROOT, Device
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@
 #   replies:    <command_topic>/reply  {"id": <same>, "code": 0|1, "data": {...}}
 import json
 
-from cellmqtt.cloudsign import Command, CloudMessageError, BAD_JSON, BAD_FIELD, TOO_LARGE, UNKNOWN
+from cellmqtt.cloudsign import BAD_FIELD, BAD_JSON, TOO_LARGE, UNKNOWN, CloudMessageError, Command
 
 
 class Plain:

@@ -9,18 +9,18 @@
 import asyncio
 import random
 
-from cellmqtt.compat import ticks_ms, ticks_diff
 from cellmqtt.at_engine import AtError
-from cellmqtt.transport import MqttError, TlsError, NetworkError, LinkLost, SubscribeRefused, PayloadError, MqttTimeout
-from cellmqtt.quectel import ModemError, ModemNotResponding, SimError, RegistrationError, PdpError, CertUploadError
 from cellmqtt.certs import CertError
 from cellmqtt.cloudsign import CloudError, CloudMessageError
+from cellmqtt.compat import ticks_diff, ticks_ms
+from cellmqtt.quectel import CertUploadError, ModemError, ModemNotResponding, PdpError, RegistrationError, SimError
+from cellmqtt.transport import LinkLost, MqttError, MqttTimeout, NetworkError, PayloadError, SubscribeRefused, TlsError
 from micropython import const
 
-from app.outbox import Outbox
-from app.commands import Registry
-from app.telemetry import READERS, signal
 from app import config as _config
+from app.commands import Registry
+from app.outbox import Outbox
+from app.telemetry import READERS, signal
 
 # The states, in bring-up order: a lower number is an earlier state (the one a worse failure goes back to).
 _POWER = const(0)

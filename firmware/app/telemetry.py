@@ -7,7 +7,7 @@
 # Board.readers() -> {name: fn}. Plain functions cost no coroutine per sample.
 import random
 
-from cellmqtt.compat import ticks_ms, ticks_diff
+from cellmqtt.compat import ticks_diff, ticks_ms
 
 
 def demo(app):

@@ -2,8 +2,19 @@
 import asyncio
 
 from cellmqtt import at_engine
-from cellmqtt.at_engine import (AtEngine, AtCommandError, CmeError, CmsError, SendFailed, AtTimeout, AtClosed,
-                                frame_quoted_len, frame_line_then_bytes, quote, fields)
+from cellmqtt.at_engine import (
+    AtClosed,
+    AtCommandError,
+    AtEngine,
+    AtTimeout,
+    CmeError,
+    CmsError,
+    SendFailed,
+    fields,
+    frame_line_then_bytes,
+    frame_quoted_len,
+    quote,
+)
 from cellmqtt.at_transcript import Transcript
 from fakemodem import MemoryPipe, ScriptedModem
 
@@ -318,7 +329,7 @@ async def test_ack_mode_stalls_without_a():
 
 
 async def test_gate_delay_after_prompt():
-    from cellmqtt.compat import ticks_ms, ticks_diff
+    from cellmqtt.compat import ticks_diff, ticks_ms
     eng, pipe, modem = make()
     stamps = {}
     cmd = b'AT+QSSLCFG=0,0,"cacert"'

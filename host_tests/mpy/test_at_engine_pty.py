@@ -5,7 +5,7 @@ PORTS = ("micropython",)
 import asyncio
 
 from board import Board
-from cellmqtt.at_engine import AtEngine, CmeError, AtClosed, frame_quoted_len
+from cellmqtt.at_engine import AtClosed, AtEngine, CmeError, frame_quoted_len
 
 
 async def test_engine_over_real_pty(pty_peer):

@@ -1,9 +1,9 @@
 # The AT engine replaying the real module transcripts of reference/transcripts.md, byte shapes as captured.
 import asyncio
 
-from cellmqtt.at_engine import AtEngine, AtTimeout, AtCommandError, CmeError, fields
-from cellmqtt.at_transcript import Transcript
+from cellmqtt.at_engine import AtCommandError, AtEngine, AtTimeout, CmeError, fields
 from cellmqtt.at_sync import AtSync
+from cellmqtt.at_transcript import Transcript
 from fakemodem import MemoryPipe, ScriptedModem
 
 

@@ -8,7 +8,7 @@ import asyncio
 from cellmqtt.at_transcript import Transcript
 from cellmqtt.quectel import CertUploadError
 from cellmqtt.transport import LinkLost, TlsError
-from drivertest import make, copy_certs, counters, control
+from drivertest import control, copy_certs, counters, make
 
 ALL = ("ca.pem", "client.pem", "client.key")
 

@@ -6,9 +6,9 @@ import asyncio
 
 from cellmqtt.at_transcript import Transcript
 from cellmqtt.certs import CertError
-from cellmqtt.quectel import SimError, CertUploadError, RegistrationError
-from cellmqtt.transport import LinkLost, PayloadError, ConnectRefused, TlsError, DnsError, NetworkError
-from drivertest import make, copy_certs, counters, control
+from cellmqtt.quectel import CertUploadError, RegistrationError, SimError
+from cellmqtt.transport import ConnectRefused, DnsError, LinkLost, NetworkError, PayloadError, TlsError
+from drivertest import control, copy_certs, counters, make
 
 ALL = ("ca.pem", "client.pem", "client.key")
 

@@ -23,7 +23,7 @@ except ImportError:
     def const(x):
         return x
 
-from cellmqtt.compat import ticks_ms, ticks_diff, ticks_add
+from cellmqtt.compat import ticks_add, ticks_diff, ticks_ms
 
 _LF = const(10)
 _CR = const(13)

@@ -7,8 +7,8 @@
 #
 # Each call runs the event loop until the command completes; the engine's reader task stays in the loop
 # between calls, so URCs that arrive meanwhile are handled at the next call (the UART buffers them).
-import sys
 import asyncio
+import sys
 
 
 def _b(x):

@@ -1,7 +1,7 @@
 # AT transcript recorder: both directions of the modem link with timestamps, for debugging and for the test
 # transcripts. Optional: frozen only when a manifest asks for it (root manifest option ``transcript``); the AT
 # engine only calls ``tx(bytes)``, ``rx(bytes)`` and ``note(str)`` on whatever it is given as ``transcript``.
-from cellmqtt.compat import ticks_ms, ticks_diff
+from cellmqtt.compat import ticks_diff, ticks_ms
 
 
 class Transcript:

@@ -5,10 +5,10 @@
 import asyncio
 import binascii
 
-from cellmqtt.at_engine import AtError, AtTimeout, AtCommandError, quote, args
+from cellmqtt.at_engine import AtCommandError, AtError, AtTimeout, args, quote
+from cellmqtt.compat import ticks_diff, ticks_ms
+from cellmqtt.quectel import Modem, ModemNotResponding, ModuleRefused, NativeMqtt, PdpError, _first, _int, csq, opt
 from cellmqtt.transport import NetworkError
-from cellmqtt.quectel import opt, csq, Modem, NativeMqtt, ModuleRefused, ModemNotResponding, PdpError, _int, _first
-from cellmqtt.compat import ticks_ms, ticks_diff
 
 # MQTT +CME error codes (section 4)
 _MQTT_ERR = {8503: "link layer error", 8504: "illegal packet", 8505: "illegal character", 8506: "illegal UTF-8",

@@ -3,9 +3,9 @@
 # Bc660k.tls_socket() imports it when mqtt.transport is "socket". Facts: reference/quectel-bc660k.md section 3.
 import binascii
 
-from cellmqtt.at_engine import AtError, AtTimeout, quote, args, frame_quoted_len
-from cellmqtt.transport import NetworkError, TlsError, MqttTimeout, LinkLost
-from cellmqtt.quectel import opt, _int
+from cellmqtt.at_engine import AtError, AtTimeout, args, frame_quoted_len, quote
+from cellmqtt.quectel import _int, opt
+from cellmqtt.transport import LinkLost, MqttTimeout, NetworkError, TlsError
 
 # +QSSLOPEN / +QSSLSEND / +QSSLCLOSE result codes (section 3)
 _SSL_ERR = {-1: "exception", -2: "connection error", -3: "certificate error", -4: "key error",

@@ -2,10 +2,10 @@
 # uploaded to the module's file system (AT+QFUPL, checksum-verified, skipped when unchanged), SSL contexts and
 # the native MQTT client. The raw TLS socket (the "socket" transport) is in bg96_socket.py; the TLS diagnosis
 # here opens one itself. Facts: reference/quectel-bg96.md (section numbers below).
-from cellmqtt.at_engine import AtError, AtCommandError, CmeError, quote, args
-from cellmqtt.transport import MqttError, NetworkError, TlsError, DnsError
-from cellmqtt.quectel import opt, csq, Modem, NativeMqtt, ModuleRefused, PdpError, _int, _first
+from cellmqtt.at_engine import AtCommandError, AtError, CmeError, args, quote
 from cellmqtt.certs import checksum
+from cellmqtt.quectel import Modem, ModuleRefused, NativeMqtt, PdpError, _first, _int, opt
+from cellmqtt.transport import DnsError, MqttError, NetworkError, TlsError
 
 # TCP/IP error codes (seed 001 table 3) that say what failed when a socket or TLS open fails
 _DNS_ERRORS = (564, 565)

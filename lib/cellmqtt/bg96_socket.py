@@ -3,9 +3,9 @@
 # transports=("socket",); Bg96.tls_socket() imports it when mqtt.transport is "socket".
 import asyncio
 
-from cellmqtt.at_engine import AtError, AtTimeout, AtCommandError, frame_line_then_bytes
-from cellmqtt.transport import NetworkError, MqttTimeout, LinkLost
+from cellmqtt.at_engine import AtCommandError, AtError, AtTimeout, frame_line_then_bytes
 from cellmqtt.bg96 import socket_error
+from cellmqtt.transport import LinkLost, MqttTimeout, NetworkError
 
 
 class Bg96TlsSocket:

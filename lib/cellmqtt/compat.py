@@ -1,6 +1,6 @@
 # Small shims so lib/ runs unchanged on MicroPython and CPython: millisecond ticks.
 try:
-    from time import ticks_ms, ticks_diff, ticks_add  # MicroPython
+    from time import ticks_add, ticks_diff, ticks_ms  # MicroPython
 except ImportError:  # CPython
     import time as _time
 

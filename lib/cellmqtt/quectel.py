@@ -4,13 +4,30 @@
 # interface. Module specifics live in bg96.py and bc660k.py.
 import asyncio
 
-from cellmqtt.at_engine import (AtEngine, AtError, AtTimeout, AtClosed, AtCommandError, CmeError, quote, args,
-                                frame_quoted_len)
-from cellmqtt.transport import (MqttError, NetworkError, DnsError, MqttTimeout, LinkLost, PayloadError,
-                                SubscribeRefused, connack_error)
-from cellmqtt.timeutil import parse_modem_time, TRUSTED_AFTER
-from cellmqtt.compat import ticks_ms, ticks_diff
-from cellmqtt.certs import Memo, read_pem, checksum
+from cellmqtt.at_engine import (
+    AtClosed,
+    AtCommandError,
+    AtEngine,
+    AtError,
+    AtTimeout,
+    CmeError,
+    args,
+    frame_quoted_len,
+    quote,
+)
+from cellmqtt.certs import Memo, checksum, read_pem
+from cellmqtt.compat import ticks_diff, ticks_ms
+from cellmqtt.timeutil import TRUSTED_AFTER, parse_modem_time
+from cellmqtt.transport import (
+    DnsError,
+    LinkLost,
+    MqttError,
+    MqttTimeout,
+    NetworkError,
+    PayloadError,
+    SubscribeRefused,
+    connack_error,
+)
 
 
 class ModemError(Exception):

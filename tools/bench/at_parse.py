@@ -5,10 +5,11 @@
 # cycle (echo off, as the drivers configure it), data prompts, two-phase results and URCs, including
 # length-framed +QMTRECV command messages. Each command's answer is parsed with that command pending, exactly
 # as the reader sees it; bytes are delivered in 64-byte reads like a UART driver's.
-import sys
 import gc
 import json
+import sys
 import time
+
 import micropython
 
 sys.path.insert(0, "lib")
