@@ -26,6 +26,7 @@ def _bench(headroom):
     # with ``headroom``, pin all of the heap but that many bytes above the start-up baseline (the peak the
     # running firmware needs)
     import gc
+
     import micropython
 
     def prepare(app):
@@ -33,8 +34,12 @@ def _bench(headroom):
         print("BENCH_BASELINE %d" % gc.mem_alloc())
         if headroom:
             app.ballast = []
-            while gc.mem_free() > headroom + 1100:
-                app.ballast.append(bytearray(1024))
+            size = 1024  # smaller blocks once a fragmented heap has no 1 KB hole left (a MemoryError here
+            while size >= 16 and gc.mem_free() > headroom + size + 64:  # is the ballast's, not the app's)
+                try:
+                    app.ballast.append(bytearray(size))
+                except MemoryError:
+                    size //= 2
         app.bench = lambda: print("BENCH_CYCLE %d %d %d" % (app.samples, micropython.mem_total(), gc.mem_alloc()))
 
     return prepare

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from tools import pki
-from tools.service import Service, python_module, ROOT
+from tools.service import ROOT, Service, python_module
 
 HOST = "iot.test"  # the broker's name in the device config; the emulator resolves it to the twin
 MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
@@ -218,9 +218,11 @@ class Rig:
         s.close()
         return json.loads(buf)
 
-    def start_firmware(self, heapsize=None, mpy_dir=None, args=(), main=None):
-        path = MICROPYPATH if mpy_dir is None else ".frozen:" + str(mpy_dir)
-        cmd = [MICROPYTHON] + (["-X", "heapsize=" + heapsize] if heapsize else [])
+    def start_firmware(self, heapsize=None, mpy_dir=None, args=(), main=None, micropython=None, micropypath=None):
+        # micropython: another unix-port binary (e.g. tools/frozen_unix.py's, the firmware frozen into it) and
+        # micropypath: its MICROPYPATH (".frozen" for that one); by default .venv's micropython on the sources
+        path = micropypath or (MICROPYPATH if mpy_dir is None else ".frozen:" + str(mpy_dir))
+        cmd = [micropython or MICROPYTHON] + (["-X", "heapsize=" + heapsize] if heapsize else [])
         cmd += [str(main or ROOT / "firmware" / "main.py"), "--port", str(self.port)] + list(args)
         self.fwlog = self.logs / ("firmware-%s.log" % self.tag)
         self.fwlog.write_text("")

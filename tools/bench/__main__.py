@@ -26,7 +26,13 @@ BENCHES = [
         ("warm_commands", 20, "<=", "AT commands, warm start to first acked publish"),
         ("reconnect_commands", 4, "<=", "AT commands, reconnect after +QMTSTAT to the next acked publish"),
         ("warm_cert_bytes", 0, "<=", "certificate bytes sent on a warm start"),
-        ("peak_above_baseline", 16384, "<=", "peak heap above the post-start baseline (bytes)"),
+        ("runs_in_64k", True, "==", "demo completes in -X heapsize=64k, .mpy bytecode in the heap (64-bit port)"),
+        ("peak_above_baseline", 16384, "<=", "peak heap above the post-start baseline, .mpy (64-bit port)"),
+        ("frozen_runs_in_64k", True, "==", "demo completes in -X heapsize=64k, firmware frozen (64-bit port)"),
+        ("frozen_peak_above_baseline", 16384, "<=", "peak heap above the post-start baseline, frozen (64-bit; 128k heap if 64k fails)"),
+        ("frozen32_runs_in_64k", True, "==", "demo completes in -X heapsize=64k, firmware frozen (32-bit port)"),
+        ("frozen32_baseline_after_start", None, "", "heap in use after start-up, frozen (32-bit port, 64k heap)"),
+        ("frozen32_peak_above_baseline", 16384, "<=", "peak heap above the post-start baseline, frozen (32-bit)"),
         ("alloc_per_cycle", 1024, "<=", "bytes allocated per telemetry cycle, steady state"),
     ]),
     # what each MCU board's manifest freezes, compiled with its own mpy-cross options (tools/frozen_size.py)
@@ -53,6 +59,8 @@ def run(script, heap):
 
 
 def fmt(v):
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return "%.4g" % v
     return str(v)
@@ -68,7 +76,10 @@ def main():
             for metric, goal, op, desc in goals:
                 if res.get(metric) is not None:
                     v = res[metric]
-                    ok = v <= goal if op == "<=" else v >= goal
+                    if goal is None:  # reported for context, no goal
+                        rows.append((desc, fmt(v), "", ""))
+                        continue
+                    ok = v <= goal if op == "<=" else v >= goal if op == ">=" else v == goal
                     rows.append((desc, fmt(v), "%s %s" % (op, fmt(goal)), "met" if ok else "MISSED"))
     out = ROOT / "build"
     out.mkdir(exist_ok=True)

