@@ -107,7 +107,7 @@ def heap_bench(work, modem="bg96"):
         if lines is None:
             raise SystemExit("the heap benchmark scenario did not complete; see %s" % rig.fwlog)
         baseline = int(lines[0].split()[1])
-        cycles = [tuple(int(x) for x in ln.split()[1:]) for ln in lines if ln.startswith("BENCH_CYCLE")]
+        per_cycle, cycles = _per_cycle(lines), len([ln for ln in lines if ln.startswith("BENCH_CYCLE")])
         # under -X heapsize=64k (the goal): bytecode loaded from .mpy lives in the heap on this port
         ran_64k = _scenario(rig, "64k", mpy) is not None
         fail_64k = None if ran_64k else _first_error(rig.fwlog.read_text(errors="replace"))
@@ -125,11 +125,16 @@ def heap_bench(work, modem="bg96"):
         frozen.update(frozen_heap_bench(rig, Path(work) / "frozen", m32=True))
     finally:
         rig.stop()
-    steady = cycles[4:] if len(cycles) > 6 else None  # skip the connect and first publishes
-    per_cycle = (steady[-1][1] - steady[0][1]) / (len(steady) - 1) if steady else None
     return dict({"name": "e2e_heap_%s" % modem, "runs_in_64k": ran_64k, "fails_in_64k_with": fail_64k,
                  "baseline_after_start": baseline, "peak_above_baseline": peak,
-                 "alloc_per_cycle": per_cycle, "cycles_measured": len(cycles)}, **frozen)
+                 "alloc_per_cycle": per_cycle, "cycles_measured": cycles}, **frozen)
+
+
+def _per_cycle(lines):
+    """Bytes allocated per telemetry cycle (micropython.mem_total() between BENCH_CYCLE lines), steady state."""
+    cycles = [tuple(int(x) for x in ln.split()[1:]) for ln in lines if ln.startswith("BENCH_CYCLE")]
+    steady = cycles[4:] if len(cycles) > 6 else None  # skip the connect and first publishes
+    return (steady[-1][1] - steady[0][1]) / (len(steady) - 1) if steady else None
 
 
 def frozen_heap_bench(rig, work, m32=False):
@@ -146,7 +151,7 @@ def frozen_heap_bench(rig, work, m32=False):
     p = "frozen32_" if m32 else "frozen_"
     res = {p + "runs_in_64k": None, p + "fails_in_64k_with": None, p + "heapsize": None,
            p + "baseline_after_start": None, p + "peak_above_baseline": None, p + "build_s": None,
-           p + "unavailable": None}
+           p + "alloc_per_cycle": None, p + "unavailable": None}
     t0 = time.monotonic()
     try:
         binary = frozen_unix.build(m32=m32, quiet=True)
@@ -160,7 +165,7 @@ def frozen_heap_bench(rig, work, m32=False):
     shutil.copy(ROOT / "firmware" / "main.py", entry / "main.py")
     fz = (str(binary), entry / "main.py")
     heap = "64k"
-    lines = _scenario(rig, heap, None, frozen=fz)
+    lines = _scenario(rig, heap, None, samples=14, frozen=fz)
     res[p + "runs_in_64k"] = lines is not None
     if lines is None:
         res[p + "fails_in_64k_with"] = _first_error(rig.fwlog.read_text(errors="replace"))
@@ -170,6 +175,7 @@ def frozen_heap_bench(rig, work, m32=False):
         if lines is None:
             return res
     res[p + "heapsize"] = heap
+    res[p + "alloc_per_cycle"] = _per_cycle(lines)
     res[p + "baseline_after_start"] = int(next(ln for ln in lines if ln.startswith("BENCH_BASELINE")).split()[1])
     lo, hi = 0, int(heap[:-1])  # KB left free above the baseline; the whole heap = no ballast (the run above)
     while hi - lo > 1:
