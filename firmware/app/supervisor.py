@@ -213,12 +213,15 @@ class App:
                         self.state = await self._activating()
                         continue
                     await self._subscribe()
-                    if hasattr(m, "allow_sleep"):
-                        await m.allow_sleep()
                     self.failures = self.net_failures = 0
                     self.online.set()
                     self._wake_pub.set()
                     self.log.info("running")
+                    if hasattr(m, "allow_sleep"):
+                        # the publisher first (its exchange starts while the module is still held awake): the
+                        # queued samples go out before the module may sleep, not after a sleep/wake round trip
+                        await asyncio.sleep(0)
+                        await m.allow_sleep()
                 else:
                     await self._running()
                 self.state = st + 1

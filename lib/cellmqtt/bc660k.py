@@ -86,6 +86,7 @@ class Bc660k(Modem):
         super().__init__(board, config, pipe, transcript, log, state_dir)
         self.psm = False
         self._awake = 0
+        self._hold = False
         self._released = False
         self._sleep_ok = bool(opt(self.mcfg, "sleep", True))
         self.at.wake = self._wake
@@ -122,15 +123,16 @@ class Bc660k(Modem):
     async def start(self, timeout_ms=30000):
         await super().start(timeout_ms)
         await self.at.cmd(b"AT+QSCLK=0")  # stay awake through bring-up; allow_sleep() when idle
-        self._awake = 1
+        self._awake = 1  # the bring-up's hold, counted like an awake() exchange
+        self._hold = True
         self.at.wake_idle_ms = 0
 
     async def allow_sleep(self):
-        """Let the module sleep between exchanges again (``modem.sleep``, default on)."""
-        if self._awake and self._sleep_ok:
-            self._awake = 0
-            await self.at.cmd(b"AT+QSCLK=1")
-            self._idle()
+        """End the bring-up's hold: the module may sleep between exchanges again (``modem.sleep``, default on)
+        once no awake() exchange is in progress (the last one to end sends AT+QSCLK=1)."""
+        if self._hold and self._sleep_ok:
+            self._hold = False
+            await _Awake(self).__aexit__()
 
     def awake(self):
         """``async with modem.awake():`` wake the module (probing past the lost first byte) and keep it

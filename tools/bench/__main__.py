@@ -77,6 +77,8 @@ def main():
             for metric, goal, op, desc in goals:
                 if res.get(metric) is not None:
                     v = res[metric]
+                    if res["name"].startswith("e2e_commands_"):  # one result per modem
+                        desc = "%s (%s)" % (desc.split(" (")[0], res["name"][13:])
                     if goal is None:  # reported for context, no goal
                         rows.append((desc, fmt(v), "", ""))
                         continue

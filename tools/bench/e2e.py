@@ -41,7 +41,7 @@ def compile_mpy(dst):
 def counters(rig):
     c = rig.modem_control({"cmd": "counters"})["counters"]
     return {"at_commands": c.get("at_commands", 0), "uart_bytes_to_modem": c.get("rx_bytes", 0),
-            "uart_bytes_from_modem": c.get("tx_bytes", 0), "cert_bytes": c.get("upload_bytes", 0)}
+            "uart_bytes_from_modem": c.get("tx_bytes", 0), "cert_bytes": c.get("upload_bytes", 0) + c.get("cert_bytes", 0)}  # BG96 QFUPL files, BC660K-GL inline pushes
 
 
 def commands_bench(work, modem="bg96"):
