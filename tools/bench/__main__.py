@@ -1,7 +1,8 @@
 """`make bench`: run every benchmark on the MicroPython unix port in one go and print a table.
 
 Each benchmark is a MicroPython script in tools/bench/ printing ``BENCH {json}`` lines; the results are also
-written to build/bench.json. Ratios are measured within one run (the machine is noisy), and goals are
+written to build/bench.json and the table to build/bench.md (`python -m tools.bench --markdown` prints the
+last run's table again). Ratios are measured within one run (the machine is noisy), and goals are
 checked and shown as met / MISSED.
 """
 
@@ -67,26 +68,76 @@ def fmt(v):
     return str(v)
 
 
-def main():
-    all_results = []
+def _script_of(name):
+    # results of a run before "_bench" was recorded
+    if name.startswith("frozen_size_"):
+        return "size:" + name[12:]
+    if name.startswith("e2e_"):
+        return "py:tools.bench.e2e"
+    return {"at_parse": "tools/bench/at_parse.py", "outbox": "tools/bench/outbox.py"}.get(name)
+
+
+def table(results):
+    """(measure, value, goal, met/MISSED) rows of the results that have a goal (or are shown for context)."""
+    goals = {}
+    for script, _heap, g in BENCHES:
+        goals[script] = g
     rows = []
-    for script, heap, goals in BENCHES:
-        for res in run(script, heap):
-            all_results.append(res)
-            print("%s: %s" % (res["name"], ", ".join("%s=%s" % (k, fmt(v)) for k, v in res.items() if k != "name")))
-            for metric, goal, op, desc in goals:
-                if res.get(metric) is not None:
-                    v = res[metric]
-                    if res["name"].startswith("e2e_commands_"):  # one result per modem
-                        desc = "%s (%s)" % (desc.split(" (")[0], res["name"][13:])
-                    if goal is None:  # reported for context, no goal
-                        rows.append((desc, fmt(v), "", ""))
-                        continue
-                    ok = v <= goal if op == "<=" else v >= goal if op == ">=" else v == goal
-                    rows.append((desc, fmt(v), "%s %s" % (op, fmt(goal)), "met" if ok else "MISSED"))
+    for res in results:
+        for g in goals.get(res.get("_bench") or _script_of(res["name"]), ()):
+            metric, goal, op, desc = g
+            if res.get(metric) is None:
+                continue
+            v = res[metric]
+            if res["name"].startswith("e2e_commands_"):  # one result per modem
+                desc = "%s (%s)" % (desc.split(" (")[0], res["name"][13:])
+            if goal is None:  # reported for context, no goal
+                rows.append((desc, fmt(v), "", ""))
+                continue
+            ok = v <= goal if op == "<=" else v >= goal if op == ">=" else v == goal
+            rows.append((desc, fmt(v), "%s %s" % (op, fmt(goal)), "met" if ok else "MISSED"))
+    return rows
+
+
+def markdown(rows):
+    out = ["| measure | value | goal | |", "| --- | ---: | ---: | --- |"]
+    out += ["| %s | %s | %s | %s |" % r for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def traffic(results):
+    """Markdown: AT commands and UART bytes per modem, cold / warm / reconnect."""
+    out = ["| modem | from | AT commands | UART bytes to modem | from modem | certificate bytes |",
+           "| --- | --- | ---: | ---: | ---: | ---: |"]
+    phases = (("cold", "power-up, certificates to send"), ("warm", "power-up, certificates in the module"),
+              ("reconnect", "+QMTSTAT, reconnect"))
+    for res in results:
+        if res["name"].startswith("e2e_commands_"):
+            for key, label in phases:
+                c = res[key]
+                out.append("| %s | %s | %d | %d | %d | %d |" % (res["name"][13:], label, c["at_commands"],
+                           c["uart_bytes_to_modem"], c["uart_bytes_from_modem"], c["cert_bytes"]))
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     out = ROOT / "build"
+    if argv[:1] == ["--markdown"]:  # the table of the last run (build/bench.json), for the README
+        results = json.loads((out / "bench.json").read_text())
+        print(markdown(table(results)) + "\n" + traffic(results), end="")
+        return
+    all_results = []
+    for script, heap, _goals in BENCHES:
+        for res in run(script, heap):
+            res["_bench"] = script
+            all_results.append(res)
+            print("%s: %s" % (res["name"], ", ".join("%s=%s" % (k, fmt(v)) for k, v in res.items()
+                                                    if k not in ("name", "_bench"))))
+    rows = table(all_results)
     out.mkdir(exist_ok=True)
     (out / "bench.json").write_text(json.dumps(all_results, indent=1))
+    (out / "bench.md").write_text(markdown(rows) + "\n" + traffic(all_results))
     w = max(len(r[0]) for r in rows)
     print()
     print("%-*s  %12s  %12s  %s" % (w, "measure", "value", "goal", ""))
