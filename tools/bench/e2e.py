@@ -87,9 +87,9 @@ def _scenario(rig, heapsize, mpy, samples=6, timeout=40, headroom=0, frozen=None
         cid = rig.ctl.command(rig.device, service_id="Config", cmd="status", paras={})
         rig.wait("the reply", lambda: (rig.ctl.command_record(cid) or {}).get("reply"), timeout)
         rig.wait("more samples", lambda: rig.samples() >= base + samples, timeout)
-        ok = True
-    except SystemExit:
-        ok = False
+        ok, rig.bench_failure = True, None
+    except SystemExit as e:  # a wait of the harness ran out: why, for the report
+        ok, rig.bench_failure = False, str(e)
     finally:
         rig.stop_firmware()
     text = rig.fwlog.read_text(errors="replace")
@@ -110,7 +110,7 @@ def heap_bench(work, modem="bg96"):
         per_cycle, cycles = _per_cycle(lines), len([ln for ln in lines if ln.startswith("BENCH_CYCLE")])
         # under -X heapsize=64k (the goal): bytecode loaded from .mpy lives in the heap on this port
         ran_64k = _scenario(rig, "64k", mpy) is not None
-        fail_64k = None if ran_64k else _first_error(rig.fwlog.read_text(errors="replace"))
+        fail_64k = None if ran_64k else _first_error(rig.fwlog.read_text(errors="replace"), rig)
         # the running firmware's peak need: the smallest heap left free above the start-up baseline (the rest is
         # pinned) in which the scenario still completes (1 KB steps); import-time peaks are not part of it
         lo, hi = 0, 96
@@ -168,12 +168,12 @@ def frozen_heap_bench(rig, work, m32=False):
     lines = _verdict(rig, heap, fz)
     res[p + "runs_in_64k"] = lines is not None
     if lines is None:
-        res[p + "fails_in_64k_with"] = _first_error(rig.fwlog.read_text(errors="replace"))
+        res[p + "fails_in_64k_with"] = _first_error(rig.fwlog.read_text(errors="replace"), rig)
         # the numbers still say how far off it is: measured in a 128 KB heap (frozen_heapsize says so)
         heap = "128k"
         lines = _verdict(rig, heap, fz)
         if lines is None:
-            res[p + "fails_in_128k_with"] = _first_error(rig.fwlog.read_text(errors="replace"))
+            res[p + "fails_in_128k_with"] = _first_error(rig.fwlog.read_text(errors="replace"), rig)
             return res
     res[p + "heapsize"] = heap
     res[p + "alloc_per_cycle"] = _per_cycle(lines)
@@ -199,12 +199,12 @@ def _verdict(rig, heap, fz):
     return None
 
 
-def _first_error(text):
+def _first_error(text, rig=None):
     lines = text.splitlines()
     for line in lines:
         if "Error" in line:
             return line.strip()[:120]
-    return "did not complete (last line: %s)" % (lines[-1].strip()[:100] if lines else "none")
+    return "did not complete: %s" % (getattr(rig, "bench_failure", None) or "?")
 
 
 def main():
