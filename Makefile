@@ -27,7 +27,7 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	$(PY) -m tools.demo --cloud $(CLOUD) --modem $(MODEM) --transport $(TRANSPORT) $(DEMO_ARGS)
 
-# make run CONFIG=path/to/config.json [PORT=/dev/ttyUSB2] [SECRETS=file] [TRANSCRIPT=file] [HEAPSIZE=256k]
+# make run CONFIG=path/to/config.json [PORT=/dev/ttyUSB2] [SECRETS=file] [TRANSCRIPT=file] [HEAPSIZE=512k]
 # The device firmware on the unix port against a real USB modem or the emulator's pty (PORT overrides
 # modem.port), run from the config's folder so certs/, state/ and outbox/ resolve there as on a board's flash.
 # Exit status 75 (the cloud's "reboot" command) starts it again, as a board would come back after a reset.
@@ -39,7 +39,7 @@ HEAPSIZE ?=
 
 run: $(STAMP)
 	@test -n "$(CONFIG)" || { echo "usage: make run CONFIG=path/to/config.json [PORT=/dev/ttyUSB2]" \
-	  "[SECRETS=file] [TRANSCRIPT=file] [HEAPSIZE=256k]" >&2; exit 2; }
+	  "[SECRETS=file] [TRANSCRIPT=file] [HEAPSIZE=512k]" >&2; exit 2; }
 	@test -f "$(CONFIG)" || { echo "make run: no such file: $(CONFIG)" >&2; exit 2; }
 	@cd "$(dir $(abspath $(CONFIG)))" && while :; do \
 	  MICROPYPATH=".frozen:$(CURDIR)/lib:$(CURDIR)/firmware:$(CURDIR)/boards/unix" \

@@ -778,7 +778,7 @@ def test_make_run_reaches_running(bg96, broker, tmp_path):
     (dev / "config.json").write_text(json.dumps(plain_config()))
     # -o: never rebuild .venv from here (requirements.txt may be newer than its stamp)
     proc = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "run", "CONFIG=%s" % (dev / "config.json"),
-                             "PORT=%s" % bg96["port"], "HEAPSIZE=256k"], cwd=str(ROOT), stdout=subprocess.PIPE,
+                             "PORT=%s" % bg96["port"], "HEAPSIZE=512k"], cwd=str(ROOT), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         out = wait_for(proc, rb"INFO running", 30)
