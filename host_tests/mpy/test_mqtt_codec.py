@@ -422,7 +422,10 @@ def test_decode_copies_the_payload_once():
         return allocated(dec)
 
     a, b = run(100), run(3000)
-    assert 2900 <= b - a < 2900 + 400, (a, b)
+    # a second copy would add another 2900; CPython's tracemalloc peak also sees what other threads (xdist's
+    # I/O thread) allocate meanwhile, hence its wider margin
+    import sys
+    assert 2900 <= b - a < 2900 + (400 if sys.implementation.name == "micropython" else 1200), (a, b)
 
 
 # ---- portable fuzz --------------------------------------------------------------------------------------
