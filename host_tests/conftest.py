@@ -201,6 +201,24 @@ from fixtures_twin import *  # noqa: E402,F401,F403
 
 
 @pytest.fixture
+def mkdev(tmp_path, pki, start_twin, start_modemsim):
+    """make(**kw) -> an e2e.Device (the firmware on the unix port, its emulated modem and cloud twin) in its own
+    folder; all of them are stopped at teardown."""
+    from e2e import Device
+
+    made = []
+
+    def make(**kw):
+        d = Device(tmp_path / ("dev%d" % len(made)), pki, start_twin, start_modemsim, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
+
+
+@pytest.fixture
 def pty_peer(tmp_path):
     """A scripted peer on a real pty: {"port": symlink to the slave}. See host_tests/pty_peer.py."""
     from pty_peer import PtyPeer

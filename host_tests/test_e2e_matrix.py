@@ -8,25 +8,11 @@ Each run is the real firmware (MicroPython unix port) -> pty -> emulated modem -
 import json
 
 import pytest
-from e2e import ENOS_DK, Device
+from e2e import ENOS_DK
 
 MODEMS = ("bg96", "bc660k")
 TRANSPORTS = ("native", "socket")
 CLOUDS = ("huawei", "enos", "enos-dynamic")
-
-
-@pytest.fixture
-def mkdev(tmp_path, pki, start_twin, start_modemsim):
-    made = []
-
-    def make(**kw):
-        d = Device(tmp_path / ("dev%d" % len(made)), pki, start_twin, start_modemsim, **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.stop()
 
 
 def contiguous(samples):

@@ -7,21 +7,7 @@ import subprocess
 import time
 
 import pytest
-from e2e import MICROPYPATH, MICROPYTHON, ROOT, Device
-
-
-@pytest.fixture
-def mkdev(tmp_path, pki, start_twin, start_modemsim):
-    made = []
-
-    def make(**kw):
-        d = Device(tmp_path / ("dev%d" % len(made)), pki, start_twin, start_modemsim, **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.stop()
+from e2e import MICROPYPATH, MICROPYTHON, ROOT
 
 
 def _t(iso):

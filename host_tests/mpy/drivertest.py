@@ -1,5 +1,6 @@
 # Test support for driver tests on the MicroPython unix port: the emulator's control socket, certificates
 # copied onto the "flash" (a tmp dir), and drivers built on the unix board's tty.
+import asyncio
 import json
 import socket
 import struct
@@ -63,3 +64,38 @@ def make(kind, info, flash, transcript=None, **sections):
     m = cls(Board(info["port"]), cfg, transcript=transcript, log=log.append, state_dir=flash)
     m.logs = log
     return m
+
+
+ALL = ("ca.pem", "client.pem", "client.key")  # the certificates and key of a mutual-TLS device
+
+
+async def bring_up(m):
+    """A driver through its bring-up steps up to a configured SSL context; returns the certificate bytes sent."""
+    await m.start()
+    await m.check_sim()
+    if hasattr(m, "configure_radio"):  # BG96
+        await m.configure_radio()
+    await m.wait_registered()
+    await m.pdp_up()
+    await m.sync_clock()
+    sent = await m.provision_certs()
+    await m.configure_ssl()
+    return sent
+
+
+async def wait_for(cond, ms=4000):
+    for _ in range(ms // 20):
+        if cond():
+            return True
+        await asyncio.sleep(0.02)
+    return cond()
+
+
+async def round_trip(t, topic, payload):
+    """Subscribe, publish QoS 1 and return the first message that comes back."""
+    got = []
+    t.on_message(lambda tp, pl: got.append((tp, pl)))
+    await t.subscribe(topic, 1)
+    await t.publish(topic, payload, 1)
+    assert await wait_for(lambda: got), "message not received back"
+    return got[0]

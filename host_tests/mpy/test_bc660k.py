@@ -8,37 +8,7 @@ import asyncio
 from cellmqtt.at_transcript import Transcript
 from cellmqtt.quectel import CertUploadError
 from cellmqtt.transport import LinkLost, TlsError
-from drivertest import control, copy_certs, counters, make
-
-ALL = ("ca.pem", "client.pem", "client.key")
-
-
-async def bring_up(m):
-    await m.start()
-    await m.check_sim()
-    await m.wait_registered()
-    await m.pdp_up()
-    await m.sync_clock()
-    sent = await m.provision_certs()
-    await m.configure_ssl()
-    return sent
-
-
-async def wait_for(cond, ms=4000):
-    for _ in range(ms // 20):
-        if cond():
-            return True
-        await asyncio.sleep(0.02)
-    return cond()
-
-
-async def round_trip(t, topic, payload):
-    got = []
-    t.on_message(lambda tp, pl: got.append((tp, pl)))
-    await t.subscribe(topic, 1)
-    await t.publish(topic, payload, 1)
-    assert await wait_for(lambda: got), "message not received back"
-    return got[0]
+from drivertest import ALL, bring_up, control, copy_certs, counters, make, round_trip
 
 
 async def test_cold_start_with_sleep_on_then_native_tls_mqtt(bc660k, pki, tmp_path_str):
