@@ -132,7 +132,21 @@ class Bc660k(Modem):
         once no awake() exchange is in progress (the last one to end sends AT+QSCLK=1)."""
         if self._hold and self._sleep_ok:
             self._hold = False
-            await _Awake(self).__aexit__()
+            await self._release()
+
+    async def _release(self):
+        # one holder (an awake() exchange, or the bring-up) done: the last one lets the module sleep again
+        self._awake -= 1
+        if self._awake == 0:
+            if self._sleep_ok:
+                try:
+                    await self.at.cmd(b"AT+QSCLK=1")
+                except AtError as e:
+                    if self.log:
+                        self.log("QSCLK=1: %s" % e)
+                self._idle()
+            else:
+                self._awake = 1  # sleep disabled by config: stay awake
 
     def awake(self):
         """``async with modem.awake():`` wake the module (probing past the lost first byte) and keep it
@@ -265,16 +279,5 @@ class _Awake:
         return m
 
     async def __aexit__(self, *exc):
-        m = self.m
-        m._awake -= 1
-        if m._awake == 0:
-            if m._sleep_ok:
-                try:
-                    await m.at.cmd(b"AT+QSCLK=1")
-                except AtError as e:
-                    if m.log:
-                        m.log("QSCLK=1: %s" % e)
-                m._idle()
-            else:
-                m._awake = 1  # sleep disabled by config: stay awake
+        await self.m._release()
         return False
