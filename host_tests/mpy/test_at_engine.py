@@ -3,10 +3,12 @@ import asyncio
 
 from cellmqtt import at_engine
 from cellmqtt.at_engine import (
+    PLAIN,
     AtClosed,
     AtCommandError,
     AtEngine,
     AtTimeout,
+    Cmd,
     CmeError,
     CmsError,
     SendFailed,
@@ -46,7 +48,7 @@ async def settle():
 async def test_info_line_matched_by_prefix_and_ok():
     eng, pipe, modem = make()
     modem.reply(b"AT+CSQ", b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
-    assert await eng.cmd(b"AT+CSQ", b"+CSQ:") == [b"+CSQ: 20,99"]
+    assert await eng.cmd(b"AT+CSQ", Cmd(b"+CSQ:")) == [b"+CSQ: 20,99"]
     assert pipe.tx == b"AT+CSQ\r"
 
 
@@ -54,7 +56,7 @@ async def test_echo_on_is_consumed_and_off_works():
     for echo in (True, False):
         eng, pipe, modem = make(echo=echo)
         modem.reply(b"AT+CPIN?", b"\r\n+CPIN: READY\r\n\r\nOK\r\n")
-        assert await eng.cmd(b"AT+CPIN?", b"+CPIN:") == [b"+CPIN: READY"]
+        assert await eng.cmd(b"AT+CPIN?", Cmd(b"+CPIN:")) == [b"+CPIN: READY"]
         assert eng.unknown_count == 0
         assert eng.echo is (True if echo else None)
 
@@ -110,7 +112,7 @@ async def test_untagged_information_lines_with_empty_prefix():
     # T1: ATI on a BG96
     modem.reply(b"ATI", b"\r\nQuectel\r\nBG96\r\nRevision: BG96MAR02A07M1G\r\n\r\nOK\r\n")
     got = urc_sink(eng, b"+QIURC:")
-    assert await eng.cmd(b"ATI", b"") == [b"Quectel", b"BG96", b"Revision: BG96MAR02A07M1G"]
+    assert await eng.cmd(b"ATI", Cmd(b"")) == [b"Quectel", b"BG96", b"Revision: BG96MAR02A07M1G"]
     assert got == []
 
 
@@ -118,14 +120,14 @@ async def test_compact_ok_without_blank_line():
     # T4: test forms print OK with no blank line before it
     eng, pipe, modem = make(echo=True)
     modem.reply(b"AT+QMTOPEN=?", b'\r\n+QMTOPEN: (0-5),<host_name>,(0-65535)\r\nOK\r\n')
-    assert await eng.cmd(b"AT+QMTOPEN=?", b"+QMTOPEN:") == [b"+QMTOPEN: (0-5),<host_name>,(0-65535)"]
+    assert await eng.cmd(b"AT+QMTOPEN=?", Cmd(b"+QMTOPEN:")) == [b"+QMTOPEN: (0-5),<host_name>,(0-65535)"]
 
 
 async def test_fragmented_byte_by_byte():
     eng, pipe, modem = make(echo=True, chunk=1)
     got = urc_sink(eng, b"+QIURC:")
     modem.reply(b"AT+QIACT?", b'\r\n+QIURC: "pdpdeact",1\r\n\r\n+QIACT: 1,1,1,"10.160.151.51"\r\n\r\nOK\r\n')
-    assert await eng.cmd(b"AT+QIACT?", b"+QIACT:") == [b'+QIACT: 1,1,1,"10.160.151.51"']
+    assert await eng.cmd(b"AT+QIACT?", Cmd(b"+QIACT:")) == [b'+QIACT: 1,1,1,"10.160.151.51"']
     assert got == [b'+QIURC: "pdpdeact",1']
 
 
@@ -144,7 +146,7 @@ async def test_urc_before_echo_between_echo_and_ok_and_between_lines():
            b'+QFLST: "cl.pem",1221\r\n'
            b'\r\nOK\r\n')
     modem.reply(b'AT+QFLST="*"', out)
-    lines = await eng.cmd(b'AT+QFLST="*"', b"+QFLST:")
+    lines = await eng.cmd(b'AT+QFLST="*"', Cmd(b"+QFLST:"))
     assert lines == [b'+QFLST: "ca.pem",1189', b'+QFLST: "cl.pem",1221']
     assert stat == [b"+QMTSTAT: 0,1", b"+QMTSTAT: 1,7"]
     assert recv == [b'+QMTRECV: 1,0,"a/b","x"']
@@ -169,7 +171,7 @@ async def test_urc_prefix_vs_read_response_of_same_prefix():
     eng, pipe, modem = make()
     urcs = urc_sink(eng, b"+CEREG:")
     modem.reply(b"AT+CEREG?", b"\r\n+CEREG: 2,1\r\n\r\nOK\r\n")
-    assert await eng.cmd(b"AT+CEREG?", b"+CEREG:") == [b"+CEREG: 2,1"]
+    assert await eng.cmd(b"AT+CEREG?", Cmd(b"+CEREG:")) == [b"+CEREG: 2,1"]
     pipe.feed(b"\r\n+CEREG: 1\r\n")
     await settle()
     assert urcs == [b"+CEREG: 1"]
@@ -198,11 +200,11 @@ async def test_two_phase_result_urc_with_other_commands_meanwhile():
     stat = urc_sink(eng, b"+QMTSTAT:")
 
     async def opener():
-        return await eng.cmd_result(b'AT+QMTOPEN=0,"broker.test",8883', b"+QMTOPEN: 0,", result_timeout_ms=2000)
+        return await eng.cmd_result(b'AT+QMTOPEN=0,"broker.test",8883', Cmd(None, result_ms=2000), b"+QMTOPEN: 0,")
 
     t = asyncio.create_task(opener())
     await asyncio.sleep(0.02)
-    assert await eng.cmd(b"AT+CSQ", b"+CSQ:") == [b"+CSQ: 18,99"]  # runs while OPEN's result is pending
+    assert await eng.cmd(b"AT+CSQ", Cmd(b"+CSQ:")) == [b"+CSQ: 18,99"]  # runs while OPEN's result is pending
     pipe.feed(b"\r\n+QMTSTAT: 1,1\r\n\r\n+QMTOPEN: 0,0\r\n")
     lines, result = await t
     assert result == b"+QMTOPEN: 0,0" and stat == [b"+QMTSTAT: 1,1"]
@@ -211,7 +213,7 @@ async def test_two_phase_result_urc_with_other_commands_meanwhile():
 async def test_two_phase_result_before_ok_is_not_missed():
     eng, pipe, modem = make()
     modem.reply(b"AT+QMTCONN=0,\"c\"", b"\r\n+QMTCONN: 0,0,0\r\nOK\r\n")
-    lines, result = await eng.cmd_result(b'AT+QMTCONN=0,"c"', b"+QMTCONN: 0,")
+    lines, result = await eng.cmd_result(b'AT+QMTCONN=0,"c"', PLAIN, b"+QMTCONN: 0,")
     assert result == b"+QMTCONN: 0,0,0"
 
 
@@ -219,14 +221,14 @@ async def test_two_phase_result_timeout_and_error_phase():
     eng, pipe, modem = make()
     modem.reply(b"AT+QMTDISC=0", b"\r\nOK\r\n")
     try:
-        await eng.cmd_result(b"AT+QMTDISC=0", b"+QMTDISC: 0,", result_timeout_ms=50)
+        await eng.cmd_result(b"AT+QMTDISC=0", Cmd(None, result_ms=50), b"+QMTDISC: 0,")
         assert False
     except AtTimeout as e:
         assert "+QMTDISC: 0," in str(e)
     assert eng._waiters == []
     modem.reply(b"AT+QMTDISC=1", b"\r\n+CME ERROR: 3\r\n")
     try:
-        await eng.cmd_result(b"AT+QMTDISC=1", b"+QMTDISC: 1,")
+        await eng.cmd_result(b"AT+QMTDISC=1", PLAIN, b"+QMTDISC: 1,")
         assert False
     except CmeError as e:
         assert e.code == 3
@@ -240,18 +242,18 @@ async def test_prompt_fixed_length_binary_data():
     payload = b'{"a":1}\x1a\x1b\x00\r\n end'
     cmd = b'AT+QMTPUB=0,1,1,0,"t",%d' % len(payload)
     modem.data_reply(cmd, b"\r\n> ", b"\r\nOK\r\n\r\n+QMTPUB: 0,1,0\r\n", length=len(payload))
-    lines, res = await eng.cmd_result(cmd, b"+QMTPUB: 0,1,", data=payload)
+    lines, res = await eng.cmd_result(cmd, PLAIN, b"+QMTPUB: 0,1,", data=payload)
     assert modem.data == [payload] and res == b"+QMTPUB: 0,1,0"
 
 
 async def test_prompt_ctrl_z_form_and_refusal_of_ctrl_z_payload():
     eng, pipe, modem = make()
     modem.data_reply(b'AT+QMTPUB=0,0,0,0,"t"', b"\r\n> ", b"\r\nOK\r\n")
-    assert await eng.cmd(b'AT+QMTPUB=0,0,0,0,"t"', data=b"hello", ctrlz=True) == []
+    assert await eng.cmd(b'AT+QMTPUB=0,0,0,0,"t"', Cmd(None, ctrlz=True), data=b"hello") == []
     assert modem.data == [b"hello"] and pipe.tx.endswith(b"hello\x1a")
     for bad in (b"a\x1ab", b"a\x1bb"):
         try:
-            await eng.cmd(b'AT+QMTPUB=0,0,0,0,"t"', data=bad, ctrlz=True)
+            await eng.cmd(b'AT+QMTPUB=0,0,0,0,"t"', Cmd(None, ctrlz=True), data=bad)
             assert False
         except ValueError:
             pass
@@ -262,7 +264,7 @@ async def test_esc_leaves_data_mode_after_a_lost_block():
     eng, pipe, modem = make()
     modem.data_reply(b'AT+QSSLCFG=0,0,"cacert"', b"\r\n> ", b"", length=None)  # never answers the block
     try:
-        await eng.cmd(b'AT+QSSLCFG=0,0,"cacert"', data=b"PEM", ctrlz=True, timeout_ms=200)
+        await eng.cmd(b'AT+QSSLCFG=0,0,"cacert"', Cmd(None, ctrlz=True, timeout_ms=200), data=b"PEM")
         assert False
     except AtTimeout:
         pass
@@ -293,7 +295,7 @@ async def test_connect_data_mode_exact_bytes():
     pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     cmd = b'AT+QFUPL="cacert.pem",%d,100' % len(pem)
     modem.data_reply(cmd, b"\r\nCONNECT\r\n", b"\r\n+QFUPL: %d,2d13\r\n\r\nOK\r\n" % len(pem), length=len(pem))
-    lines = await eng.cmd(cmd, b"+QFUPL:", data=pem, connect=True, timeout_ms=1000)
+    lines = await eng.cmd(cmd, Cmd(b"+QFUPL:", connect=True, timeout_ms=1000), data=pem)
     assert lines == [b"+QFUPL: %d,2d13" % len(pem)] and modem.data == [pem]
 
 
@@ -312,7 +314,7 @@ async def test_ack_mode_waits_for_a_after_each_kilobyte():
 
     modem._data_byte = data_byte
     modem.data_reply(cmd, b"\r\nCONNECT\r\n", b"\r\n+QFUPL: 2560,0\r\n\r\nOK\r\n", length=2560)
-    await eng.cmd(cmd, b"+QFUPL:", data=blob, connect=True, ack=1024, timeout_ms=1000)
+    await eng.cmd(cmd, Cmd(b"+QFUPL:", connect=True, ack=1024, timeout_ms=1000), data=blob)
     assert acks == [1024, 2048] and modem.data == [blob]
 
 
@@ -321,7 +323,7 @@ async def test_ack_mode_stalls_without_a():
     cmd = b'AT+QFUPL="big.bin",2048,5,1'
     modem.data_reply(cmd, b"\r\nCONNECT\r\n", b"\r\n+QFUPL: 2048,0\r\n\r\nOK\r\n", length=2048)
     try:
-        await eng.cmd(cmd, b"+QFUPL:", data=bytes(2048), connect=True, ack=1024, timeout_ms=100)
+        await eng.cmd(cmd, Cmd(b"+QFUPL:", connect=True, ack=1024, timeout_ms=100), data=bytes(2048))
         assert False
     except AtTimeout:
         pass
@@ -343,7 +345,7 @@ async def test_gate_delay_after_prompt():
 
     pipe.write = write
     t0 = ticks_ms()
-    lines = await eng.cmd(cmd, b"+QSSLCFG:", data=b"PEM", ctrlz=True, gate_ms=120, timeout_ms=1000)
+    lines = await eng.cmd(cmd, Cmd(b"+QSSLCFG:", ctrlz=True, gate_ms=120, timeout_ms=1000), data=b"PEM")
     assert lines == [b'+QSSLCFG: 0,0,"cacert",3']
     assert ticks_diff(stamps[b">"], t0) >= 115
 
@@ -415,7 +417,7 @@ async def test_response_with_raw_bytes_after_info_line():
     # BG96 AT+QSSLRECV=<client>,<len> -> +QSSLRECV: <n>\r\n<data>\r\nOK
     eng, pipe, modem = make()
     modem.reply(b"AT+QSSLRECV=1,1500", b"\r\n+QSSLRECV: 5\r\nOK\r\n!\r\n\r\nOK\r\n")
-    lines = await eng.cmd(b"AT+QSSLRECV=1,1500", b"+QSSLRECV:", frame=frame_line_then_bytes(0))
+    lines = await eng.cmd(b"AT+QSSLRECV=1,1500", Cmd(b"+QSSLRECV:", frame=frame_line_then_bytes(0)))
     assert lines == [b"+QSSLRECV: 5\r\nOK\r\n!"]
 
 
@@ -442,7 +444,7 @@ async def test_wake_probe_and_retry_after_lost_first_byte():
         wakes.append(1)
         for _ in range(3):
             try:
-                await engine.raw_cmd(b"AT", timeout_ms=100)
+                await engine.raw_cmd(b"AT", Cmd(None, timeout_ms=100))
                 return
             except (AtTimeout, AtCommandError):
                 pass
@@ -451,14 +453,14 @@ async def test_wake_probe_and_retry_after_lost_first_byte():
     eng.wake_idle_ms = 50
     await asyncio.sleep(0.06)
     modem.drop_first = True  # asleep: the first byte written is lost
-    assert await eng.cmd(b"AT+CSQ", b"+CSQ:") == [b"+CSQ: 20,99"]
+    assert await eng.cmd(b"AT+CSQ", Cmd(b"+CSQ:")) == [b"+CSQ: 20,99"]
     assert wakes == [1] and modem.commands[:2] == [b"T", b"AT"]
 
 
 async def test_raw_cmd_starts_the_reader():
     eng, pipe, modem = make()
     modem.reply(b"AT", b"\r\nOK\r\n")
-    assert await eng.raw_cmd(b"AT", timeout_ms=500) == []  # the first call of an engine may be a probe
+    assert await eng.raw_cmd(b"AT", Cmd(None, timeout_ms=500)) == []  # the first call of an engine may be a probe
 
 
 async def test_echo_of_a_command_that_lost_its_first_byte():
@@ -466,7 +468,7 @@ async def test_echo_of_a_command_that_lost_its_first_byte():
     modem.reply(b"T", b"\r\nERROR\r\n")
     modem.drop_first = True
     try:
-        await eng.raw_cmd(b"AT", timeout_ms=200)
+        await eng.raw_cmd(b"AT", Cmd(None, timeout_ms=200))
         assert False
     except AtCommandError:
         pass
@@ -478,7 +480,7 @@ async def test_retry_when_command_vanished():
     modem.reply(b"AT+CEREG?", b"\r\n+CEREG: 0,1\r\n\r\nOK\r\n")
     modem.drop_first = True  # the command loses its first byte; the module stays silent
     modem.script[b"T+CEREG?"] = [(None, b"", 0, None, 0)]  # silence
-    assert await eng.cmd(b"AT+CEREG?", b"+CEREG:", timeout_ms=100, retry=1) == [b"+CEREG: 0,1"]
+    assert await eng.cmd(b"AT+CEREG?", Cmd(b"+CEREG:", timeout_ms=100, retry=1)) == [b"+CEREG: 0,1"]
     assert any("retrying" in m for m in eng.logs)
 
 
@@ -492,13 +494,13 @@ async def test_late_reply_is_not_taken_as_next_answer():
     modem.reply(b"AT+CMEE?", b"\r\n+CMEE: 1\r\n\r\nOK\r\n", delay_ms=200)
     modem.reply(b"AT+QICSGP=1", b"\r\nERROR\r\n")
     try:
-        await eng.cmd(b"AT+QIACT=1", timeout_ms=50)
+        await eng.cmd(b"AT+QIACT=1", Cmd(None, timeout_ms=50))
         assert False
     except AtTimeout:
         pass
     # The next command must not take QIACT's late OK: the engine re-synchronises first.
     try:
-        await eng.cmd(b"AT+QICSGP=1", timeout_ms=500)
+        await eng.cmd(b"AT+QICSGP=1", Cmd(None, timeout_ms=500))
         assert False, "QICSGP answered ERROR; the late OK was taken instead"
     except AtCommandError:
         pass
@@ -512,7 +514,7 @@ async def test_late_info_line_of_other_prefix_is_unknown_not_answer():
     modem.reply(b"AT+CFUN=?", b"\r\nAT+QGPSCFG\r\nAT+QGPS\r\n\r\nOK\r\n\r\n+CFUN: (0,1,4),(0,1)\r\n")
     modem.reply(b"AT+CSQ", b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
     try:
-        await eng.cmd(b"AT+CFUN=?", b"+CFUN:", need_info=True, timeout_ms=100)
+        await eng.cmd(b"AT+CFUN=?", Cmd(b"+CFUN:", need_info=True, timeout_ms=100))
         assert False, "the OK before +CFUN must not end the command"
     except AtTimeout:
         pass
@@ -534,7 +536,7 @@ async def test_secrets_never_in_transcript_log_or_error():
     key = b"-----BEGIN RSA PRIVATE KEY-----\nMIIEsecretkeybody\n-----END RSA PRIVATE KEY-----\n"
     up = b'AT+QFUPL="user_key.pem",%d,100' % len(key)
     modem.data_reply(up, b"\r\nCONNECT\r\n", b"\r\n+QFUPL: %d,57\r\n\r\nOK\r\n" % len(key), length=len(key))
-    await eng.cmd(up, b"+QFUPL:", data=key, connect=True, secret_data=True, timeout_ms=1000)
+    await eng.cmd(up, Cmd(b"+QFUPL:", connect=True, secret_data=True, timeout_ms=1000), data=key)
     pipe.feed(b'\r\n+QMTRECV: 0,0,"/ext/session/p/d/thing/activate/info","{"params":{"deviceSecret":"s3cr3tXYZ"}}"\r\n')
     await settle()
     text = "".join(eng.out) + "".join(eng.logs)
@@ -547,7 +549,7 @@ async def test_secrets_never_in_transcript_log_or_error():
 async def test_transcript_has_both_directions_with_timestamps():
     eng, pipe, modem = make(echo=True)
     modem.reply(b"AT+CSQ", b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
-    await eng.cmd(b"AT+CSQ", b"+CSQ:")
+    await eng.cmd(b"AT+CSQ", Cmd(b"+CSQ:"))
     recs = [r.split(" ", 2) for r in eng.out]
     assert [r[1] for r in recs] == [">", "<", "<", "<"]
     assert recs[0][2] == "AT+CSQ\\r\n" and recs[2][2] == "+CSQ: 20,99\n"
@@ -570,14 +572,14 @@ async def test_garbage_and_nuls_do_not_break_the_next_answer():
     assert await eng.cmd(b"AT") == []
     assert eng.unknown_count == 1
     modem.reply(b"AT+CSQ", b"\x00\r\n+CSQ: 9,99\r\n\x00\r\nOK\r\n")
-    assert await eng.cmd(b"AT+CSQ", b"+CSQ:") == [b"+CSQ: 9,99"]
+    assert await eng.cmd(b"AT+CSQ", Cmd(b"+CSQ:")) == [b"+CSQ: 9,99"]
 
 
 async def test_reply_that_never_comes_times_out_without_hanging():
     eng, pipe, modem = make()
     modem.script[b"AT+QIACT=1"] = [(None, b"", 0, None, 0)]  # the module stays silent
     try:
-        await eng.cmd(b"AT+QIACT=1", timeout_ms=80)
+        await eng.cmd(b"AT+QIACT=1", Cmd(None, timeout_ms=80))
         assert False
     except AtTimeout as e:
         assert "AT+QIACT=1" in str(e) and "80 ms" in str(e)
@@ -594,7 +596,7 @@ async def test_stream_close_fails_pending_and_later_commands():
     asyncio.create_task(closer())
     w = eng.expect(b"+QMTOPEN:")
     try:
-        await eng.cmd(b"AT+QIACT=1", timeout_ms=5000)
+        await eng.cmd(b"AT+QIACT=1", Cmd(None, timeout_ms=5000))
         assert False
     except AtClosed:
         pass
@@ -617,7 +619,7 @@ async def test_overlong_line_is_reported_and_reader_survives():
     await settle()
     assert eng.unknown_count == 1 and any("longer than 256" in m for m in eng.logs)
     modem.reply(b"AT+CSQ", b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
-    assert await eng.cmd(b"AT+CSQ", b"+CSQ:") == [b"+CSQ: 20,99"]
+    assert await eng.cmd(b"AT+CSQ", Cmd(b"+CSQ:")) == [b"+CSQ: 20,99"]
 
 
 async def test_framed_record_larger_than_buffer_is_discarded_cleanly():
@@ -652,7 +654,7 @@ async def test_timeout_bounds_the_wait_not_the_read():
     got = urc_sink(eng, b"+QIURC:")
     modem.script[b"AT+X"] = [(None, b'\r\n+QIURC: "pdp', 0, None, 0)]
     try:
-        await eng.cmd(b"AT+X", timeout_ms=30)
+        await eng.cmd(b"AT+X", Cmd(None, timeout_ms=30))
         assert False
     except AtTimeout:
         pass
@@ -694,7 +696,7 @@ async def test_framing_with_the_fallback_search():
         eng, pipe, modem = make(chunk=5)
         got = urc_sink(eng, b"+QMTRECV:", frame_quoted_len(3))
         modem.reply(b"AT+CSQ", b'\r\n+QMTRECV: 0,0,"t",4,"a\r\nb"\r\n+CSQ: 1,2\r\n\r\nOK\r\n')
-        assert await eng.cmd(b"AT+CSQ", b"+CSQ:") == [b"+CSQ: 1,2"]
+        assert await eng.cmd(b"AT+CSQ", Cmd(b"+CSQ:")) == [b"+CSQ: 1,2"]
         assert got == [b'+QMTRECV: 0,0,"t",4,"a\r\nb"']
     finally:
         at_engine._find = saved

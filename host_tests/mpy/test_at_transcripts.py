@@ -1,7 +1,7 @@
 # The AT engine replaying the real module transcripts of reference/transcripts.md, byte shapes as captured.
 import asyncio
 
-from cellmqtt.at_engine import AtCommandError, AtEngine, AtTimeout, CmeError, fields
+from cellmqtt.at_engine import PLAIN, AtCommandError, AtEngine, AtTimeout, Cmd, CmeError, fields
 from cellmqtt.at_sync import AtSync
 from cellmqtt.at_transcript import Transcript
 from fakemodem import MemoryPipe, ScriptedModem
@@ -25,7 +25,7 @@ async def test_t1_bg96_reboot_echo_powered_down_pdpdeact_rdy():
     modem.reply(b"AT+CFUN=1,1", b"\r\nOK\r\n\r\nPOWERED DOWN\r\n")
     assert await eng.cmd(b"AT") == []
     rdy = eng.expect(b"RDY")
-    assert await eng.cmd(b"AT+CFUN=1,1", timeout_ms=15000) == []
+    assert await eng.cmd(b"AT+CFUN=1,1", Cmd(None, timeout_ms=15000)) == []
     await asyncio.sleep(0.01)
     assert powered == [b"POWERED DOWN"]
     # While the module reboots, AT probes go unanswered and unechoed (T1: ~3 s of silence)
@@ -33,7 +33,7 @@ async def test_t1_bg96_reboot_echo_powered_down_pdpdeact_rdy():
     modem.script[b"AT"] = [(None, b"", 0, None, 0)]
     for _ in range(2):
         try:
-            await eng.raw_cmd(b"AT", timeout_ms=30)
+            await eng.raw_cmd(b"AT", Cmd(None, timeout_ms=30))
             assert False
         except AtTimeout:
             pass
@@ -48,8 +48,8 @@ async def test_t1_bg96_reboot_echo_powered_down_pdpdeact_rdy():
     modem.reply(b"ATI", b"\r\nQuectel\r\nBG96\r\nRevision: BG96MAR02A07M1G\r\n\r\nOK\r\n")
     assert await eng.cmd(b"AT") == []
     assert await eng.cmd(b"AT&FZE0") == []
-    assert await eng.cmd(b"AT+CPIN?", b"+CPIN:") == [b"+CPIN: READY"]
-    assert (await eng.cmd(b"ATI", b""))[1:] == [b"BG96", b"Revision: BG96MAR02A07M1G"]
+    assert await eng.cmd(b"AT+CPIN?", Cmd(b"+CPIN:")) == [b"+CPIN: READY"]
+    assert (await eng.cmd(b"ATI", Cmd(b"")))[1:] == [b"BG96", b"Revision: BG96MAR02A07M1G"]
     assert eng.unknown_count == 0, eng.unknown
 
 
@@ -58,12 +58,12 @@ async def test_t2_certificate_upload_shapes_and_tls_failure():
     for name, size, chk in ((b"cacert.pem", 1189, b"2d13"), (b"client.pem", 1221, b"21c"), (b"user_key.pem", 1680, b"57")):
         cmd = b'AT+QFUPL="%s",%d,100' % (name, size)
         modem.data_reply(cmd, b"\r\nCONNECT\r\n", b"\r\n+QFUPL: %d,%s\r\n\r\nOK\r\n" % (size, chk), length=size)
-        lines = await eng.cmd(cmd, b"+QFUPL:", data=b"x" * size, connect=True, timeout_ms=2000)
+        lines = await eng.cmd(cmd, Cmd(b"+QFUPL:", connect=True, timeout_ms=2000), data=b"x" * size)
         f = fields(lines[0], 7)
         assert int(f[0]) == size and int(f[1], 16) == int(chk, 16)
     # A failed TLS handshake: +QMTOPEN: 0,-1 (the poster's log also shows an ERROR after it)
     modem.reply(b'AT+QMTOPEN=0,"x-ats.iot.us-east-1.amazonaws.com",8883', b"\r\nOK\r\n\r\n+QMTOPEN: 0,-1\r\n\r\nERROR\r\n")
-    lines, result = await eng.cmd_result(b'AT+QMTOPEN=0,"x-ats.iot.us-east-1.amazonaws.com",8883', b"+QMTOPEN: 0,")
+    lines, result = await eng.cmd_result(b'AT+QMTOPEN=0,"x-ats.iot.us-east-1.amazonaws.com",8883', PLAIN, b"+QMTOPEN: 0,")
     assert fields(result, 9) == [b"0", b"-1"]
     await asyncio.sleep(0.01)
     assert eng.late_count == 1  # the trailing ERROR belongs to no command and is reported, not lost
@@ -76,10 +76,10 @@ async def test_t4_bg770a_capture_shapes():
                 b'+QMTCFG: "recv/mode",(0-5),(0,1),(0,1)\r\n\r\nOK\r\n')
     modem.reply(b"AT+COPS=?", b"\r\n+CME ERROR: 515\r\n")
     modem.reply(b'AT+CPIN="0000"', b"\r\n+CME ERROR: 3\r\n")
-    lines = await eng.cmd(b"AT+QMTCFG=?", b"+QMTCFG:")
+    lines = await eng.cmd(b"AT+QMTCFG=?", Cmd(b"+QMTCFG:"))
     assert len(lines) == 5 and any(b'"recv/mode"' in x for x in lines)
     try:
-        await eng.cmd(b"AT+COPS=?", b"+COPS:", timeout_ms=180000)
+        await eng.cmd(b"AT+COPS=?", Cmd(b"+COPS:", timeout_ms=180000))
         assert False
     except CmeError as e:
         assert e.code == 515
@@ -101,7 +101,7 @@ async def test_t6_bc66_inline_cert_zero_length_reply():
     eng, pipe, modem = make(echo=False)
     # T6 (Ctrl-Z sent before the PEM): the module stored nothing and says so with length 0
     modem.data_reply(b'AT+QSSLCFG=1,5,"cacert"', b"\r\n> ", b'\r\n+QSSLCFG: 1,5,"cacert",0\r\n\r\nOK\r\n')
-    lines = await eng.cmd(b'AT+QSSLCFG=1,5,"cacert"', b"+QSSLCFG:", data=b"", ctrlz=True)
+    lines = await eng.cmd(b'AT+QSSLCFG=1,5,"cacert"', Cmd(b"+QSSLCFG:", ctrlz=True), data=b"")
     assert fields(lines[0], 9) == [b"1", b"5", b"cacert", b"0"]
 
 
@@ -132,11 +132,11 @@ async def test_t8_boot_urcs_interleave_with_echo_and_ok():
     modem.reply(b"AT+CREG?", b"AT\r\nOK\r\n\r\n+QIND: SMS DONE\r\n\r\n+CREG: 0,1\r\n\r\nOK\r\n")
     for _ in range(2):
         try:
-            await eng.raw_cmd(b"AT", timeout_ms=30)
+            await eng.raw_cmd(b"AT", Cmd(None, timeout_ms=30))
         except AtTimeout:
             pass
     assert await eng.cmd(b"AT") == []
-    assert await eng.cmd(b"AT+CREG?", b"+CREG:") == [b"+CREG: 0,1"]
+    assert await eng.cmd(b"AT+CREG?", Cmd(b"+CREG:")) == [b"+CREG: 0,1"]
     assert boot == [b"RDY", b"+CFUN: 1", b"+CPIN: READY", b"+QUSIM: 1", b"+QIND: SMS DONE"]
 
 

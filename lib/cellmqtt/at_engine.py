@@ -17,13 +17,7 @@
 # Timeouts bound the *wait* for an answer, never the read: the reader is never cancelled, so no byte is lost.
 import asyncio
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-from cellmqtt.compat import ticks_add, ticks_diff, ticks_ms
+from cellmqtt.compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 _LF = const(10)
 _CR = const(13)
@@ -48,6 +42,7 @@ CTRL_Z = b"\x1a"
 ESC = b"\x1b"
 _FORBIDDEN = b'"\r\n\x1a\x1b\x00'
 _KEEP_UNKNOWN = const(8)
+_ECHO_MIN = const(16)  # bytes that must match before input is taken for the echo of a data block
 
 
 class AtError(Exception):
@@ -131,6 +126,19 @@ def args(line):
     return fields(line, line.find(b":") + 1)
 
 
+def to_int(b, default=-1):
+    """``int(b)``, or ``default`` when b is not a number (a field the module left empty or garbled)."""
+    try:
+        return int(b)
+    except ValueError:
+        return default
+
+
+def first(lines):
+    """The parameters of a command's first information line, or () when it printed none."""
+    return args(lines[0]) if lines else ()
+
+
 def redact(data, secrets):
     """``data`` with every occurrence of each secret replaced by ``***`` (bytes in, bytes out)."""
     for s in secrets:
@@ -212,30 +220,62 @@ class StreamPipe:
         self._s.close()
 
 
+class Cmd:
+    """How one kind of AT command runs: declared once (at import, or per client when a prefix names the
+    client) and passed with every call, ``await at.cmd(b"AT+CSQ", CSQ)``. A call site then names only the
+    line, the spec and the data.
+
+    prefix      information lines start with this (b"+CSQ:"); b"" takes every line no URC claims; None: none
+    timeout_ms  the wait for the final answer (for a data command: for the prompt)
+    need_info   an OK before the first information line is a late reply, not this command's answer
+    ctrlz       the data block is followed by Ctrl-Z (it must then hold neither Ctrl-Z nor Esc)
+    connect     the data mode opens with CONNECT instead of the "> " prompt
+    gate_ms     wait this long after the prompt before sending data (BC660K-GL needs ~500 ms)
+    ack         send data in blocks of this size, waiting for the module's 'A' after each (QFUPL ack mode)
+    data_ms     the wait for the final answer after the data block (default: timeout_ms)
+    frame       frame spec for information lines that carry raw bytes (see frame_line_then_bytes)
+    secret_data the data block's content never reaches the transcript (a private key)
+    retry       resend this many times when the module stayed completely silent (a lost first byte)
+    result_ms   cmd_result(): the wait for the result line
+    """
+
+    def __init__(self, prefix=None, timeout_ms=300, need_info=False, ctrlz=False, connect=False, gate_ms=0, ack=0,
+                 data_ms=None, frame=None, secret_data=False, retry=0, result_ms=15000):
+        self.prefix = prefix
+        self.timeout = timeout_ms
+        self.need_info = need_info
+        self.ctrlz = ctrlz
+        self.connect = connect
+        self.gate = gate_ms
+        self.ack = ack
+        self.data_timeout = data_ms or timeout_ms
+        self.frame = frame
+        self.secret_data = secret_data
+        self.retry = retry
+        self.result_ms = result_ms
+
+
+PLAIN = Cmd()  # a command answered by OK within 300 ms, no information line expected
+PROBE = Cmd(None, 700)  # "AT" while waiting for a module to answer at all
+
+
 class _Pending:
-    # The command in progress. One record per engine, reused: commands are serialised.
+    # The command in progress. One record per engine, reused: commands are serialised. The fields the reader
+    # looks at for every line are copied from the spec; the rest are read from it where the command runs.
     def __init__(self):
         self.ev = asyncio.Event()
         self.deadline = None
         self.expired = False
-        self.reset(None, None, False, None, ())
-        self.setup(300, None, False, False, 0, 0, None, False)
+        self.reset(None, PLAIN, None, ())
 
-    def setup(self, timeout, block, ctrlz, connect, gate, ack, data_timeout, secret_data):
-        self.timeout = timeout
-        self.block = block
-        self.ctrlz = ctrlz
-        self.connect = connect
-        self.gate = gate
-        self.ack = ack
-        self.data_timeout = data_timeout
-        self.secret_data = secret_data
-
-    def reset(self, cmd, prefix, need_info, frame, secrets):
+    def reset(self, cmd, spec, block, secrets):
         self.cmd = cmd
-        self.prefix = prefix
-        self.need_info = need_info
-        self.frame = frame
+        self.spec = spec
+        self.block = block
+        self.prefix = spec.prefix
+        self.need_info = spec.need_info
+        self.frame = spec.frame
+        self.connect = spec.connect
         self.secrets = secrets
         self.lines = None  # created at the first information line
         self.echo = True  # the echo of this command may still come (URCs can precede it)
@@ -265,13 +305,6 @@ class _Waiter:
         self.deadline = None
         self.expired = False
         self.ev = asyncio.Event()
-
-
-if hasattr(asyncio, "sleep_ms"):
-    _sleep_ms = asyncio.sleep_ms
-else:
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
 
 
 class AtEngine:
@@ -309,7 +342,8 @@ class AtEngine:
         self.closed = None  # the AtClosed error once the stream has closed
         self.transcript = transcript
         self.log = log
-        self._resync = resync
+        self._resync_cmd = resync[0]
+        self._resync = Cmd(resync[1], 1000, need_info=True)
         self._desync = False
         self.echo = None  # True once an echo was seen; drivers set False after ATE0
         self.wake = None  # async fn(engine) run before a command after wake_idle_ms of silence
@@ -318,6 +352,10 @@ class AtEngine:
         self.unknown = []  # last few unknown lines (bytes)
         self.unknown_count = 0
         self.late_count = 0
+        self.echoed = 0  # data blocks (or lines of them) the module echoed back: dropped
+        self._prompt_space = False
+        self._echo = None  # the data block just sent: the module may echo it back, byte for byte
+        self._echo_i = 0
         self.lines_count = 0
         self.errors = 0  # URC handler exceptions
         self.on_unknown = None  # callable(line) for lines nobody claimed
@@ -422,14 +460,46 @@ class AtEngine:
                     self._skip_line = False
                     self._r = nl + 1
                     continue
+                p = self._pending
+                e = self._echo
+                if e is not None and p is not None and p.state == _S_ANSWER and (
+                        self._echo_i or (buf[r] != _CR and buf[r] != _LF) or buf[r] == e[0]):
+                    # The module may echo the data block it was given (whatever ATE says): consume exactly those
+                    # bytes, in order, before any framing -- a payload holding "\r\nOK\r\n" is not an answer.
+                    i = self._echo_i
+                    k = 0
+                    while r + k < w and i + k < len(e) and buf[r + k] == e[i + k]:
+                        k += 1
+                    if i == 0 and k < len(e) and k < _ECHO_MIN:
+                        if r + k < w:  # differs early: no echo this time
+                            self._echo = None
+                        else:
+                            break  # too few bytes to tell yet
+                    elif k:
+                        self._r = r + k
+                        self._echo_i = i + k
+                        self.echoed += 1 if i == 0 else 0
+                        if self._echo_i == len(e):
+                            self._echo = None
+                            if self.transcript:
+                                self.transcript.rx(b"<echo: %d bytes>" % len(e) if p.spec.secret_data
+                                                   else redact(bytes(e), p.secrets))
+                        continue
+                    else:
+                        self._echo = None
                 c = buf[r]
                 if c == _CR or c == _LF or c == 0 or c == 0xFF:  # framing, and NUL/0xFF glitches from (re)boot
                     self._r = r + 1
                     continue
-                p = self._pending
+                if self._prompt_space:  # the space of a "> " prompt that arrived in a later read
+                    self._prompt_space = False
+                    if c == 32:
+                        self._r = r + 1
+                        continue
                 if p is not None:
                     if p.state == _S_PROMPT and c == _GT and not p.connect:
                         self._r = r + 2 if r + 1 < w and buf[r + 1] == 32 else r + 1
+                        self._prompt_space = r + 1 >= w  # a UART may split "> ": the space is the prompt's
                         if self.transcript:
                             self.transcript.rx(b"> ")
                         p.state = _S_ANSWER
@@ -557,6 +627,14 @@ class AtEngine:
                             continue
                     line = bytes(mv[r:e])
                 # ---- a line or framed record that is not a bare final ----
+                if p is not None and p.data is not None and line in p.data:
+                    # the module echoing the data block (the BC660K-GL shows a pushed certificate whatever ATE
+                    # says): dropped and counted; a secret block's echo never reaches the transcript
+                    self.echoed += 1
+                    if self.transcript:
+                        self.transcript.rx(b"<echo: %d bytes>" % len(line) if p.spec.secret_data
+                                           else redact(line, p.secrets))
+                    continue
                 if self.transcript:
                     self.transcript.rx(redact(line, p.secrets) if p is not None else line)
                 if c == _PLUS and (line.startswith(b"+CME ERROR:") or line.startswith(b"+CMS ERROR:")):
@@ -570,8 +648,6 @@ class AtEngine:
                     if p.prefix and line.startswith(p.prefix):
                         _keep(p, line)
                         continue
-                    if p.data is not None and self.echo is not False and line in p.data:
-                        continue  # the module echoing the data block
                 claimed = False
                 for wt in self._waiters:
                     if wt.line is None and line.startswith(wt.prefix):
@@ -638,6 +714,14 @@ class AtEngine:
         else:
             self._report("unknown line: %s" % _text(line[:80]))
 
+    def unclaimed(self, line):
+        """Count, keep and report a line no handler could use (a URC handler's malformed record)."""
+        self._unknown(line)
+
+    def report(self, msg):
+        """An engine or driver event for the transcript and the log hook."""
+        self._report(msg)
+
     def _report(self, msg):
         if self.transcript:
             self.transcript.note(msg)
@@ -679,7 +763,7 @@ class AtEngine:
                     await self._tick.wait()
                 else:
                     self._sleep_until = ticks_add(now, nearest)
-                    await _sleep_ms(nearest)
+                    await sleep_ms(nearest)
             except asyncio.CancelledError:
                 if not self._rearm:
                     raise  # shutdown: close(), or the event loop ending
@@ -707,25 +791,15 @@ class AtEngine:
 
     # ---- commands ----------------------------------------------------------------------------------------
 
-    async def cmd(self, command, prefix=None, timeout_ms=300, data=None, ctrlz=False, connect=False, gate_ms=0,
-                  ack=0, data_timeout_ms=None, need_info=False, frame=None, secrets=(), secret_data=False, retry=0):
-        """Send ``command`` (bytes, no CR) and return its information lines (a list of bytes).
+    async def cmd(self, command, spec=PLAIN, data=None, secrets=()):
+        """Send ``command`` (bytes, no CR) as ``spec`` says (a Cmd) and return its information lines (a list).
 
-        prefix      information lines start with this (b"+CSQ:"); b"" takes every line no URC claims.
-        need_info   an OK before the first information line is a late reply, not this command's answer.
-        data        a data-mode block sent after the "> " prompt (or CONNECT with ``connect``): exactly these
-                    bytes, followed by Ctrl-Z when ``ctrlz`` (then data must not contain Ctrl-Z or Esc).
-        gate_ms     wait this long after the prompt before sending data (BC660K-GL needs ~500 ms).
-        ack         send data in blocks of this size, waiting for the module's 'A' after each (QFUPL ack mode).
-        frame       frame function for information lines that carry raw bytes (see frame_line_then_bytes).
-        secrets     byte strings to redact from the transcript, the log and errors; ``secret_data`` hides the
-                    data block's content from the transcript.
-        retry       resend this many times when the module stayed completely silent (a lost first byte).
+        data        a data-mode block sent after the "> " prompt (or CONNECT with ``spec.connect``): exactly
+                    these bytes, followed by Ctrl-Z when ``spec.ctrlz``.
+        secrets     byte strings to redact from the transcript, the log and errors.
         Raises AtCommandError/CmeError/CmsError/SendFailed with the modem's reason, AtTimeout, AtClosed.
         """
-        if isinstance(command, str):
-            command = command.encode()
-        if ctrlz and data is not None and (data.find(CTRL_Z) >= 0 or data.find(ESC) >= 0):
+        if spec.ctrlz and data is not None and (data.find(CTRL_Z) >= 0 or data.find(ESC) >= 0):
             raise ValueError("data holds Ctrl-Z or Esc: it cannot be sent in the Ctrl-Z form")
         if self.closed:
             raise self.closed
@@ -742,9 +816,9 @@ class AtEngine:
             if self._desync:
                 await self._resync_locked()
             p = self._p
+            retry = spec.retry
             while True:
-                p.reset(command, prefix, need_info, frame, secrets)
-                p.setup(timeout_ms, data, ctrlz, connect, gate_ms, ack, data_timeout_ms, secret_data)
+                p.reset(command, spec, data, secrets)
                 await self._run(p)
                 if p.final or p.rx_any or retry <= 0 or self.closed:
                     break
@@ -752,29 +826,27 @@ class AtEngine:
                 self._report("no answer at all to %s: retrying" % _text(redact(command, secrets)))
                 if self.wake is not None:
                     await self.wake(self)
-            return self._result(p, command, secrets, timeout_ms)
+            return self._result(p, command, secrets, spec.timeout)
         finally:
             self._busy = False
             self._free.set()
 
-    async def raw_cmd(self, command, prefix=None, timeout_ms=300, need_info=False):
+    async def raw_cmd(self, command, spec=PROBE):
         """cmd() for a wake hook or a probe: no wake, no resync, and a timeout does not mark the link out of
         step. Call only while holding the engine (from ``wake``) or when no other task can send."""
         if self.closed:
             raise self.closed
         self.start()
         p = self._p
-        p.reset(command, prefix, need_info, None, ())
-        p.setup(timeout_ms, None, False, False, 0, 0, None, False)
+        p.reset(command, spec, None, ())
         await self._run(p)
-        return self._result(p, command, (), timeout_ms, mark=False)
+        return self._result(p, command, (), spec.timeout, mark=False)
 
     async def _resync_locked(self):
-        cmd, prefix = self._resync
+        cmd = self._resync_cmd
         p = self._p
         for _ in range(3):
-            p.reset(cmd, prefix, True, None, ())
-            p.setup(1000, None, False, False, 0, 0, None, False)
+            p.reset(cmd, self._resync, None, ())
             await self._run(p)
             if p.final == _F_OK:
                 self._desync = False
@@ -787,10 +859,10 @@ class AtEngine:
         # p: the pending record, reset and set up by the caller (one argument: a small coroutine frame)
         command = p.cmd
         secrets = p.secrets
-        timeout_ms = p.timeout
+        spec = p.spec
+        timeout_ms = spec.timeout
         data = p.block
-        data_timeout_ms = p.data_timeout
-        ctrlz = p.ctrlz
+        ctrlz = spec.ctrlz
         if data is not None:
             p.state = _S_PROMPT
         self._pending = p
@@ -812,14 +884,16 @@ class AtEngine:
                 p.ev.clear()
                 if p.expired or p.final:
                     return  # timed out, or an error instead of the prompt
-                if p.gate:
-                    await _sleep_ms(p.gate)
+                if spec.gate:
+                    await sleep_ms(spec.gate)
                 p.data = data
-                await self._send_data(p, data, ctrlz, p.ack, p.secret_data, data_timeout_ms or timeout_ms)
+                self._echo = data or None
+                self._echo_i = 0
+                await self._send_data(p, data, ctrlz, spec.ack, spec.secret_data, spec.data_timeout)
                 if p.final:
                     return
                 if not p.ev.is_set():
-                    self._arm(p, data_timeout_ms or timeout_ms)
+                    self._arm(p, spec.data_timeout)
                     await p.ev.wait()
                     p.deadline = None
                 p.ev.clear()
@@ -837,6 +911,7 @@ class AtEngine:
                 p.deadline = None
         finally:
             self._pending = None
+            self._echo = None
             p.state = _S_DONE
             p.deadline = None
 
@@ -924,17 +999,17 @@ class AtEngine:
                 self._spare.append(w)
         w.deadline = None
 
-    async def cmd_result(self, command, result_prefix, timeout_ms=300, result_timeout_ms=15000, **kw):
+    async def cmd_result(self, command, spec, result_prefix, data=None, secrets=()):
         """A two-phase command: OK now, the result later as a line starting with ``result_prefix`` (e.g.
-        ``+QMTOPEN: 0,``). Returns (information lines, result line). The command lock is released while the
-        result is awaited, so other commands can run meanwhile."""
+        ``+QMTOPEN: 0,``) within ``spec.result_ms``. Returns (information lines, result line). The command
+        lock is released while the result is awaited, so other commands can run meanwhile."""
         w = self.expect(result_prefix)
         try:
-            lines = await self.cmd(command, timeout_ms=timeout_ms, **kw)
+            lines = await self.cmd(command, spec, data, secrets)
         except BaseException:
             self.cancel(w)
             raise
-        return lines, await self.wait(w, result_timeout_ms)
+        return lines, await self.wait(w, spec.result_ms)
 
     async def wait_urc(self, prefix, timeout_ms):
         """Wait for the next unsolicited line starting with ``prefix`` (e.g. b"RDY")."""

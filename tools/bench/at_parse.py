@@ -13,7 +13,7 @@ import time
 import micropython
 
 sys.path.insert(0, "lib")
-from cellmqtt.at_engine import AtEngine, _Pending, frame_quoted_len  # noqa: E402
+from cellmqtt.at_engine import AtEngine, Cmd, _Pending, frame_quoted_len  # noqa: E402
 
 _S_PROMPT = 1  # at_engine._S_PROMPT (a compile-time const there, so not importable)
 
@@ -45,7 +45,7 @@ def build(eng):
             p = None
             if cmd is not None:
                 p = _Pending()
-                p.reset(cmd, prefix, False, None, ())
+                p.reset(cmd, Cmd(prefix), None, ())
                 if prompt:
                     p.state = _S_PROMPT
             segs.append((p, memoryview(out)))
