@@ -374,19 +374,21 @@ print("RAM " + json.dumps(out))
 
 
 def test_ram_budget_on_micropython_with_mpy_modules(tmp_path):
-    """Compile the modules like a device install (mpy-cross) and run a full cycle of both clouds in a 64 KB heap,
-    printing what each step allocates (total bytes allocated with the GC off: an upper bound of its peak)."""
+    """Compile the modules like a device install (mpy-cross) and run a full cycle of both clouds, printing what
+    each step allocates (total bytes allocated with the GC off: an upper bound of its peak). The heap is 96 KB:
+    on this 64-bit port the .mpy bytecode itself lives in the heap (~45 KB of it, bounded below); on a board it
+    is frozen in flash."""
     mpy_cross = str(Path(sys.executable).with_name("mpy-cross"))
     pkg = tmp_path / "cellmqtt"
     pkg.mkdir()
-    for name in ("__init__", "timeutil", "cloudsign", "huawei", "enos"):
+    for name in ("__init__", "compat", "settings", "timeutil", "cloudsign", "huawei", "enos"):
         subprocess.run([mpy_cross, "-o", str(pkg / (name + ".mpy")), str(ROOT / "lib" / "cellmqtt" / (name + ".py"))],
                        check=True, capture_output=True)
     script = tmp_path / "ram.py"
     script.write_text(RAM_SCRIPT)
     env = dict(os.environ, MICROPYPATH=str(tmp_path))
     exe = str(Path(sys.executable).with_name("micropython"))
-    p = subprocess.run([exe, "-X", "heapsize=64k", str(script)], capture_output=True, text=True, env=env, timeout=60,
+    p = subprocess.run([exe, "-X", "heapsize=96k", str(script)], capture_output=True, text=True, env=env, timeout=60,
                        check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("RAM "))

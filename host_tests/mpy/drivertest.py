@@ -54,16 +54,44 @@ def config(flash, **sections):
     return cfg
 
 
-def make(kind, info, flash, transcript=None, **sections):
+def make(kind, info, flash, transcript=None, cls=None, **sections):
+    """A driver of ``kind`` on the emulator's tty, built as the app's start-up wiring builds it: the AT engine
+    on the board's pipe, then the driver (its CONFIG supplies the defaults the sections leave out). ``cls``: a
+    subclass of the driver to build instead (a test that changes a timing constant)."""
+    from cellmqtt.at_engine import AtEngine
+
     log = []
     cfg = config(flash, **sections)
-    if kind == "bg96":
-        from cellmqtt.bg96 import Bg96 as cls
-    else:
-        from cellmqtt.bc660k import Bc660k as cls
-    m = cls(Board(info["port"]), cfg, transcript=transcript, log=log.append, state_dir=flash)
+    __import__("cellmqtt." + kind)
+    import sys
+
+    cls = cls or sys.modules["cellmqtt." + kind].Driver
+    at = AtEngine(Board(info["port"]).pipe(), cls.RXBUF, transcript, log.append)
+    m = cls(at, None, cfg, log.append, flash)
     m.logs = log
     return m
+
+
+_TRANSPORTS = {}
+
+
+def mqtt(m):
+    """The driver's MQTT transport as mqtt.transport selects it (native: its NATIVE dialect; socket: our client
+    over its TLS socket), built once per driver as the app builds it."""
+    t = _TRANSPORTS.get(id(m))
+    if t is None:
+        cfg = m.config
+        if cfg.get("mqtt", {}).get("transport", "native") == "socket":
+            import sys
+
+            from cellmqtt.mqtt_client import MqttClient
+
+            __import__(m.SOCKET[0])
+            t = MqttClient(getattr(sys.modules[m.SOCKET[0]], m.SOCKET[1])(m, cfg))
+        else:
+            t = m.NATIVE(m, cfg)
+        _TRANSPORTS[id(m)] = t
+    return t
 
 
 ALL = ("ca.pem", "client.pem", "client.key")  # the certificates and key of a mutual-TLS device
@@ -73,8 +101,8 @@ async def bring_up(m):
     """A driver through its bring-up steps up to a configured SSL context; returns the certificate bytes sent."""
     await m.start()
     await m.check_sim()
-    if hasattr(m, "configure_radio"):  # BG96
-        await m.configure_radio()
+    await m.configure_radio()
+    await m.configure_power()
     await m.wait_registered()
     await m.pdp_up()
     await m.sync_clock()

@@ -6,9 +6,18 @@ TIMEOUT = 120
 import asyncio
 
 from cellmqtt.at_transcript import Transcript
-from cellmqtt.quectel import CertUploadError
+from cellmqtt.bc660k import Bc660k
+from cellmqtt.modem import CertUploadError
 from cellmqtt.transport import LinkLost, TlsError
-from drivertest import ALL, bring_up, control, copy_certs, counters, make, round_trip
+from drivertest import ALL, bring_up, control, copy_certs, counters, make, mqtt, round_trip
+
+
+class NoGate(Bc660k):
+    GATE_MS = 0
+
+
+class NoGateShortPush(NoGate):
+    PUSH_TIMEOUT_MS = 1500
 
 
 async def test_cold_start_with_sleep_on_then_native_tls_mqtt(bc660k, pki, tmp_path_str):
@@ -17,7 +26,7 @@ async def test_cold_start_with_sleep_on_then_native_tls_mqtt(bc660k, pki, tmp_pa
     await asyncio.sleep(2.5)  # the module boots and falls asleep before the host says anything
     sent = await bring_up(m)
     assert sent > 500 and m.time_trusted
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "nb-1")
     payload = b'{"v":"a,b"}\r\n\x1a\x00'
     assert await round_trip(t, "nb-1/down", payload) == ("nb-1/down", payload)
@@ -49,9 +58,8 @@ async def test_certificates_pushed_then_skipped(bc660k, pki, tmp_path_str):
 async def test_wrong_length_reply_is_detected_and_retried(bc660k_9600, pki, tmp_path_str):
     copy_certs(pki, tmp_path_str)
     ours = open(tmp_path_str + "/certs/ca.pem", "rb").read()
-    m = make("bc660k", bc660k_9600, tmp_path_str)
-    await m.start()
-    m.GATE_MS = 0  # send right after ">": the module loses the first ~500 ms of input and stores the rest
+    m = make("bc660k", bc660k_9600, tmp_path_str, cls=NoGate)  # send right after ">": the module loses the
+    await m.start()  # first ~500 ms of input and stores the rest
     assert await m.provision_certs() == len(ours)
     assert any(("stored" in x and ("of %d" % len(ours)) in x and "retrying" in x) for x in m.logs), m.logs
     assert counters(bc660k_9600)["cert_pushes"] >= 2
@@ -61,18 +69,18 @@ async def test_wrong_length_reply_is_detected_and_retried(bc660k_9600, pki, tmp_
 async def test_lost_certificate_block_is_a_clear_error(bc660k, pki, tmp_path_str):
     copy_certs(pki, tmp_path_str)
     ours = open(tmp_path_str + "/certs/ca.pem", "rb").read()
-    m = make("bc660k", bc660k, tmp_path_str)
-    await m.start()
-    m.GATE_MS = 0  # at 115200 bit/s the whole PEM and its Ctrl-Z fall inside the prompt gate
-    m.PUSH_TIMEOUT_MS = 1500
+    m = make("bc660k", bc660k, tmp_path_str, cls=NoGateShortPush)  # at 115200 bit/s the whole PEM and its
+    await m.start()  # Ctrl-Z fall inside the prompt gate
     try:
         await m.provision_certs()
         assert False
     except CertUploadError as e:
         assert "cacert" in str(e) and "3 attempts" in str(e)
     assert open(tmp_path_str + "/certs/ca.pem", "rb").read() == ours  # the flash copy is never touched
-    # Esc took the module out of data mode each time: it still answers, and a correct push works
-    m.GATE_MS = 550
+    # Esc took the module out of data mode each time: it still answers, and a correct push (the gate) works
+    m.close()
+    m = make("bc660k", bc660k, tmp_path_str)
+    await m.start()
     assert await m.provision_certs() == len(ours)
 
 
@@ -81,7 +89,7 @@ async def test_mqtt_over_the_tls_socket_text_and_hex(bc660k, pki, tmp_path_str):
     for fmt in ([0, 1], [1, 1], [0, 0]):
         m = make("bc660k", bc660k, tmp_path_str, mqtt={"transport": "socket"}, tls={"dataformat": fmt})
         await bring_up(m)
-        t = m.mqtt()
+        t = mqtt(m)
         await t.connect("broker.test", 8883, "nb-sock", keepalive=60)
         payload = b"bin \x00\x1a\x1b" + bytes(range(200))
         got = await round_trip(t, "nb-sock/x", payload)
@@ -94,7 +102,7 @@ async def test_socket_closed_by_peer_and_reconnect(bc660k, pki, tmp_path_str):
     copy_certs(pki, tmp_path_str)
     m = make("bc660k", bc660k, tmp_path_str, mqtt={"transport": "socket"})
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "nb-sock", keepalive=60)
     control(bc660k, {"cmd": "fault", "do": {"action": "ssl_closed", "client": 0}})
     reason = await asyncio.wait_for(t.wait_lost(), 5)
@@ -107,7 +115,7 @@ async def test_qmtstat_codes_and_module_reset(bc660k, pki, tmp_path_str):
     copy_certs(pki, tmp_path_str)
     m = make("bc660k", bc660k, tmp_path_str)
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "nb-1")
     for code in (1, 2, 7):
         control(bc660k, {"cmd": "fault", "do": {"action": "qmtstat", "client": 0, "code": code}})
@@ -157,7 +165,7 @@ async def test_mutual_tls(bc660k_mtls, pki, tmp_path_str):
     copy_certs(pki, tmp_path_str, ALL)
     m = make("bc660k", bc660k_mtls, tmp_path_str, tls={"cert": "client.pem", "key": "client.key"})
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "nb-m")
     assert await round_trip(t, "nb-m/x", b"mtls") == ("nb-m/x", b"mtls")
 
@@ -167,7 +175,7 @@ async def test_untrusted_server_is_a_tls_error(bc660k, pki, tmp_path_str):
     m = make("bc660k", bc660k, tmp_path_str, mqtt={"transport": "socket"}, tls={"ca": "other-ca.pem"})
     await bring_up(m)
     try:
-        await m.mqtt().connect("broker.test", 8883, "nb-x")
+        await mqtt(m).connect("broker.test", 8883, "nb-x")
         assert False
     except TlsError as e:
         assert "certificate" in str(e)
@@ -201,7 +209,7 @@ async def test_secrets_absent_from_the_transcript(bc660k, pki, tmp_path_str):
     out = []
     m = make("bc660k", bc660k, tmp_path_str, transcript=Transcript(out.append), tls={"cert": "client.pem", "key": "client.key"})
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "nb-1", "nb-1", "pw-secret-9")
     text = "".join(out)
     key = open(tmp_path_str + "/certs/client.key").read().split("\n")[3]

@@ -6,9 +6,9 @@ import asyncio
 
 from cellmqtt.at_transcript import Transcript
 from cellmqtt.certs import CertError
-from cellmqtt.quectel import CertUploadError, RegistrationError, SimError
+from cellmqtt.modem import CertUploadError, RegistrationError, SimError
 from cellmqtt.transport import ConnectRefused, DnsError, LinkLost, NetworkError, PayloadError, TlsError
-from drivertest import ALL, bring_up, control, copy_certs, counters, make, round_trip, wait_for
+from drivertest import ALL, bring_up, control, copy_certs, counters, make, mqtt, round_trip, wait_for
 
 
 async def test_cold_start_tls_mqtt_round_trip(bg96, pki, tmp_path_str):
@@ -16,7 +16,7 @@ async def test_cold_start_tls_mqtt_round_trip(bg96, pki, tmp_path_str):
     m = make("bg96", bg96, tmp_path_str)
     sent = await bring_up(m)
     assert sent > 500 and m.time_trusted and m.registered and m.pdp_active
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "dev-1")
     assert await round_trip(t, "dev-1/down", b'{"a":"b,c"}') == ("dev-1/down", b'{"a":"b,c"}')
     c = counters(bg96)
@@ -89,7 +89,7 @@ async def test_every_qmtstat_code_and_a_module_reset_reconnect_cleanly(bg96, pki
     copy_certs(pki, tmp_path_str)
     m = make("bg96", bg96, tmp_path_str)
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "dev-1")
     for code in range(1, 8):
         control(bg96, {"cmd": "fault", "do": {"action": "qmtstat", "client": 0, "code": code}})
@@ -99,7 +99,7 @@ async def test_every_qmtstat_code_and_a_module_reset_reconnect_cleanly(bg96, pki
         await t.connect("broker.test", 8883, "dev-1")
         assert await round_trip(t, "dev-1/s%d" % code, b"x%d" % code) == ("dev-1/s%d" % code, b"x%d" % code)
     events = []
-    m.on_event = lambda kind, value: events.append(kind)
+    m.listen(lambda kind, value: events.append(kind))
     control(bg96, {"cmd": "fault", "do": {"action": "reset", "mode": "crash"}})
     reason = await asyncio.wait_for(t.wait_lost(), 5)
     assert "restarted" in str(reason) and "reset" in events
@@ -113,7 +113,7 @@ async def test_ctrl_z_payload_refused_on_v1_firmware_never_truncated(bg96, pki, 
     copy_certs(pki, tmp_path_str)
     m = make("bg96", bg96, tmp_path_str)
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "dev-1")
     before = counters(bg96).get("qmtpub", 0)
     try:
@@ -134,7 +134,7 @@ async def test_ctrl_z_payload_published_intact_on_later_firmware(bg96_later, pki
     copy_certs(pki, tmp_path_str)
     m = make("bg96", bg96_later, tmp_path_str)
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "dev-1")
     payload = b'{"k":"a\x1ab\x1bc"}\r\n\x00end'
     got = await round_trip(t, "dev-1/bin", payload)
@@ -148,7 +148,7 @@ async def test_qmtrecv_in_the_middle_of_a_qmtpub_is_delivered(bg96, pki, tmp_pat
     copy_certs(pki, tmp_path_str)
     m = make("bg96", bg96, tmp_path_str)
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     got = []
     t.on_message(lambda tp, pl: got.append((tp, pl)))
     await t.connect("broker.test", 8883, "dev-1")
@@ -165,7 +165,7 @@ async def test_secrets_absent_from_the_transcript(bg96_auth, pki, tmp_path_str):
     m = make("bg96", bg96_auth, tmp_path_str, transcript=Transcript(out.append),
              tls={"cert": "client.pem", "key": "client.key"}, modem={"apn_pass": "apn-pw-77"})
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "dev-1", "dev-1", "s3cret-pw")
     text = "".join(out) + "".join(m.logs)
     key = open(tmp_path_str + "/certs/client.key").read().split("\n")[3]
@@ -181,7 +181,7 @@ async def test_connect_errors_are_told_apart(bg96_auth, pki, tmp_path_str):
     copy_certs(pki, tmp_path_str)
     m = make("bg96", bg96_auth, tmp_path_str)
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     try:
         await t.connect("broker.test", 8883, "dev-1", "dev-1", "wrong")
         assert False
@@ -214,7 +214,7 @@ async def test_server_not_trusted_by_the_uploaded_ca_is_a_tls_error(bg96, pki, t
     m = make("bg96", bg96, tmp_path_str, tls={"ca": "other-ca.pem"})
     await bring_up(m)
     try:
-        await m.mqtt().connect("broker.test", 8883, "dev-1")
+        await mqtt(m).connect("broker.test", 8883, "dev-1")
         assert False
     except TlsError as e:
         assert "trusted" in str(e)
@@ -224,7 +224,7 @@ async def test_mutual_tls(bg96_mtls, pki, tmp_path_str):
     copy_certs(pki, tmp_path_str, ALL)
     m = make("bg96", bg96_mtls, tmp_path_str, tls={"cert": "client.pem", "key": "client.key"})
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "dev-1")
     assert await round_trip(t, "dev-1/m", b"mtls") == ("dev-1/m", b"mtls")
     ssl = control(bg96_mtls, {"cmd": "ssl"})
@@ -275,7 +275,7 @@ async def test_registration_lost_and_regained(bg96, tmp_path_str):
     await m.start()
     await m.wait_registered()
     events = []
-    m.on_event = lambda k, v: events.append((k, v))
+    m.listen(lambda k, v: events.append((k, v)))
     control(bg96, {"cmd": "fault", "do": {"action": "registration_lost", "stat": 2, "recover_s": 0.5}})
     assert await wait_for(lambda: not m.registered, 2000)
     assert await m.wait_registered(5000) in (1, 5)
@@ -300,7 +300,7 @@ async def test_pdp_already_active_and_network_deactivation(bg96, tmp_path_str):
     assert ip and m.pdp_active
     assert await m.pdp_up() == ip  # QIACT answers ERROR on an active context: treated as success
     events = []
-    m.on_event = lambda k, v: events.append(k)
+    m.listen(lambda k, v: events.append(k))
     control(bg96, {"cmd": "fault", "do": "pdp_lost"})
     assert await wait_for(lambda: not m.pdp_active, 2000) and "pdp" in events
     assert await m.pdp_up()
@@ -324,12 +324,12 @@ async def test_stale_client_from_before_an_mcu_reset_is_closed(bg96, pki, tmp_pa
     copy_certs(pki, tmp_path_str)
     m = make("bg96", bg96, tmp_path_str)
     await bring_up(m)
-    await m.mqtt().connect("broker.test", 8883, "dev-1")
+    await mqtt(m).connect("broker.test", 8883, "dev-1")
     # the MCU restarts; the module keeps its MQTT client open
     m.close()
     m2 = make("bg96", bg96, tmp_path_str)
     await bring_up(m2)
-    t2 = m2.mqtt()
+    t2 = mqtt(m2)
     await t2.connect("broker.test", 8883, "dev-1")
     assert await round_trip(t2, "dev-1/x", b"again") == ("dev-1/x", b"again")
     assert counters(bg96)["commands"].get("QMTCLOSE", 0) >= 1
@@ -339,7 +339,7 @@ async def test_in_flight_limit_and_concurrent_publishes(bg96, pki, tmp_path_str)
     copy_certs(pki, tmp_path_str)
     m = make("bg96", bg96, tmp_path_str)
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     got = []
     t.on_message(lambda tp, pl: got.append(pl))
     await t.connect("broker.test", 8883, "dev-1")
@@ -354,7 +354,7 @@ async def test_mqtt_over_the_tls_socket(bg96, pki, tmp_path_str):
     copy_certs(pki, tmp_path_str)
     m = make("bg96", bg96, tmp_path_str, mqtt={"transport": "socket"})
     await bring_up(m)
-    t = m.mqtt()
+    t = mqtt(m)
     await t.connect("broker.test", 8883, "dev-sock", keepalive=30)
     payload = b"\x00\x1a\x1b binary " + bytes(range(256))
     assert await round_trip(t, "dev-sock/x", payload) == ("dev-sock/x", payload)

@@ -1,19 +1,41 @@
 # Quectel BC660K-GL (NB-IoT) driver: sleep-aware AT (the module sleeps by default and loses the first byte
 # after waking), the default PDP context cid 0, PSM/eDRX, certificates pushed inline into SSL context 0
-# (length-verified, skipped when unchanged) and native MQTT over TLS. The raw TLS socket (the "socket"
-# transport) is in bc660k_socket.py. Facts: reference/quectel-bc660k.md (section numbers below), seed 004.
+# (length-verified, skipped when unchanged) and the native MQTT dialect (Bc660kMqtt). The raw TLS socket (the
+# "socket" transport) is in bc660k_socket.py, which imports this module (never the other way).
+# Facts: reference/quectel-bc660k.md (section numbers below), seed 004.
 import asyncio
 import binascii
 
-from cellmqtt.at_engine import AtCommandError, AtError, AtTimeout, args, quote
+from cellmqtt import modem as md
+from cellmqtt import qmt, quectel
+from cellmqtt.at_engine import AtCommandError, AtError, AtTimeout, Cmd, args, first, quote, to_int
 from cellmqtt.compat import ticks_diff, ticks_ms
-from cellmqtt.quectel import Modem, ModemNotResponding, ModuleRefused, NativeMqtt, PdpError, _first, _int, csq, opt
+from cellmqtt.qmt import ModuleRefused, NativeMqtt
+from cellmqtt.settings import ConfigError, compose, section
 from cellmqtt.transport import NetworkError
+
+# What the BC660K-GL reads beyond the shared Quectel keys (README "Configuration")
+CONFIG = compose(quectel.CONFIG, {
+    "modem": {"sleep": True, "wake_idle_ms": (1000, 0, 60000), "psm": dict, "edrx": str},
+    "tls": {"version": (3, 1, 4), "negotiate_s": (90, 10, 300)},
+})
+SECRETS = ("modem.pin",)
 
 # MQTT +CME error codes (section 4)
 _MQTT_ERR = {8503: "link layer error", 8504: "illegal packet", 8505: "illegal character", 8506: "illegal UTF-8",
              8507: "invalid parameter", 8508: "data longer than the remaining buffer", 8509: "buffer overflow",
              8510: "out of memory", 8600: "unknown error"}
+
+_PLAIN = Cmd()
+_WAKE = Cmd(None, 600)  # a throw-away probe while the module wakes
+_QSCLK0 = Cmd(None, 300, retry=1)  # the engine's wake hook probes first after idle
+_QCGDEFCONT = Cmd(b"+QCGDEFCONT:")
+_CGPADDR = Cmd(b"+CGPADDR:")
+_QRST = Cmd(None, 3000)
+_QSSLCFG_Q = Cmd(b"+QSSLCFG:")
+_CLOSE = Cmd(None, 5000, result_ms=15000)
+_QMTOPEN_Q = Cmd(b"+QMTOPEN:")
+_CSQ = Cmd(b"+CSQ:")
 
 
 class Bc660kMqtt(NativeMqtt):
@@ -25,6 +47,7 @@ class Bc660kMqtt(NativeMqtt):
     hex-encoded inside the command line (form 3, "dataformat" send = hex): no data mode at all, binary-safe,
     up to 730 bytes. Without it: the fixed-length data-mode form after the 500 ms gate, up to 1460 bytes."""
 
+    CONFIG = {"mqtt": dict(qmt.CONFIG["mqtt"], client=(0, 0, 4), inline=True)}
     VERSION = 1
     OPEN_MS = 176000
     MAX_PAYLOAD = 1460
@@ -32,9 +55,9 @@ class Bc660kMqtt(NativeMqtt):
     PKT_TIMEOUT = 30
     RETRIES = 0
 
-    def __init__(self, modem, index=0, tls=True):
-        super().__init__(modem, index, tls)
-        self.inline = bool(opt(modem.qcfg, "inline", True))
+    def __init__(self, modem, config=None):
+        super().__init__(modem, config)
+        self.inline = section(config, "mqtt", self.CONFIG)["inline"]
         if self.inline:
             self.max_payload = 730
 
@@ -72,26 +95,39 @@ class Bc660kMqtt(NativeMqtt):
 
 def _csq_nb(out, f):
     out["act"] = "NB-IoT"
-    csq(out, f)
+    quectel.csq(out, f)
 
 
-class Bc660k(Modem):
+class Bc660k(quectel.Quectel):
+    CONFIG = CONFIG
+    SECRETS = SECRETS
     NATIVE = Bc660kMqtt
-    SIGNAL = ((b"AT+CSQ", b"+CSQ:", _csq_nb),)
+    SOCKET = ("cellmqtt.bc660k_socket", "Bc660kTlsSocket")
+    SIGNAL = ((b"AT+CSQ", _CSQ, _csq_nb),)
     RXBUF = 3072  # a hex-mode +QSSLURC carries 2 x 1400 characters
     GATE_MS = 550  # the module takes data only ~500 ms after its ">" prompt (section 1)
     PUSH_TIMEOUT_MS = 15000  # a 4 KB PEM takes 0.4 s at 115200 bit/s
 
-    def __init__(self, board, config, pipe=None, transcript=None, log=None, state_dir="."):
-        super().__init__(board, config, pipe, transcript, log, state_dir)
+    def __init__(self, at, board=None, config=None, log=None, state_dir="."):
+        super().__init__(at, board, config, log, state_dir)
         self.psm = False
         self._awake = 0
         self._hold = False
         self._released = False
-        self._sleep_ok = bool(opt(self.mcfg, "sleep", True))
-        self.at.wake = self._wake
+        self._sleep_ok = self.mcfg["sleep"]
+        # AT+QSSLCFG=0,0,"<item>" by private key or not: ">", the gate, the PEM, Ctrl-Z
+        self._push = tuple(Cmd(b"+QSSLCFG:", 5000, ctrlz=True, gate_ms=self.GATE_MS, data_ms=self.PUSH_TIMEOUT_MS,
+                               secret_data=s) for s in (False, True))
+        at.wake = self._wake
         self._idle()
-        self.at.urc(b"+QNBIOTEVENT:", self._on_event_urc)
+        at.urc(b"+QNBIOTEVENT:", self._on_event_urc)
+
+    @classmethod
+    def check_config(cls, cfg):
+        super().check_config(cfg)
+        psm = cfg["modem"]["psm"]
+        if psm and not (isinstance(psm.get("tau"), str) and isinstance(psm.get("active"), str)):
+            raise ConfigError("modem.psm", 'must be {"tau": "<8 bits>", "active": "<8 bits>"} or false')
 
     def pdp_cid(self):
         return 0  # the default context, set up by the module from QCGDEFCONT (section 1)
@@ -103,7 +139,7 @@ class Bc660k(Modem):
         # probes until one is answered. Runs inside the engine (before a command after an idle period).
         for _ in range(6):
             try:
-                await engine.raw_cmd(b"AT", timeout_ms=600)
+                await engine.raw_cmd(b"AT", _WAKE)
                 return
             except AtTimeout:
                 pass
@@ -114,14 +150,14 @@ class Bc660k(Modem):
 
     def _idle(self):
         # the module may sleep: probe it awake before a command after this much silence
-        self.at.wake_idle_ms = int(opt(self.mcfg, "wake_idle_ms", 1000))
+        self.at.wake_idle_ms = self.mcfg["wake_idle_ms"]
 
     def _on_event_urc(self, line):
         self.psm = b"ENTER" in line
-        self._event("psm", self.psm)
+        self._event(md.PSM, self.psm)
 
-    async def start(self, timeout_ms=30000):
-        await super().start(timeout_ms)
+    async def _start(self, timeout_ms):
+        await super()._start(timeout_ms)
         await self.at.cmd(b"AT+QSCLK=0")  # stay awake through bring-up; allow_sleep() when idle
         self._awake = 1  # the bring-up's hold, counted like an awake() exchange
         self._hold = True
@@ -155,38 +191,47 @@ class Bc660k(Modem):
 
     # ---- PDP, PSM --------------------------------------------------------------------------------------
 
-    async def pdp_up(self):
+    def pdp_up(self):
         """Make sure the default PDP context (cid 0) uses ``modem.apn`` (AT+QCGDEFCONT, stored in NV: a change
         needs a reboot, done here) and return its IP address once attached (AT+CGPADDR=0)."""
-        apn = opt(self.mcfg, "apn", "")
+        return md.guard(self._pdp_up())
+
+    async def _pdp_up(self):
+        apn = self.mcfg["apn"]
         if apn and not self.memo.matches("apn", apn):
-            have = _first(await self.at.cmd(b"AT+QCGDEFCONT?", b"+QCGDEFCONT:"))
+            have = first(await self.at.cmd(b"AT+QCGDEFCONT?", _QCGDEFCONT))
             if len(have) < 2 or have[1].decode() != apn:
                 await self.at.cmd(b'AT+QCGDEFCONT="IP",%s' % quote(apn, "modem.apn"))
-                await self.reboot()
-                await self.wait_registered()
+                await self._reboot()
+                await self._wait_registered(None)
             self.memo.set("apn", apn)
         for _ in range(30):
-            f = _first(await self.at.cmd(b"AT+CGPADDR=0", b"+CGPADDR:"))
+            f = first(await self.at.cmd(b"AT+CGPADDR=0", _CGPADDR))
             if len(f) > 1 and f[1]:
                 return f[1].decode()
             await asyncio.sleep(1)
-        raise PdpError("the default PDP context has no address (not attached)")
+        raise md.PdpError("the default PDP context has no address (not attached)")
 
-    async def reboot(self):
+    def reboot(self):
         """AT+QRST=1 (reset without detach), wait for its RDY and start again; volatile settings are lost."""
+        return md.guard(self._reboot())
+
+    async def _reboot(self):
         n = self.resets  # counted by the RDY handler
-        await self.at.cmd(b"AT+QRST=1", timeout_ms=3000)
+        await self.at.cmd(b"AT+QRST=1", _QRST)
         t0 = ticks_ms()
         while self.resets == n:
             if ticks_diff(ticks_ms(), t0) > 20000:
-                raise ModemNotResponding("no RDY within 20 s of AT+QRST")
+                raise md.ModemNotResponding("no RDY within 20 s of AT+QRST")
             await asyncio.sleep(0.1)
-        await self.start()
+        await self._start(30000)
 
-    async def configure_power(self):
+    def configure_power(self):
         """PSM (``modem.psm``: {"tau": "<8-bit T3412>", "active": "<8-bit T3324>"} or false to disable) and eDRX
         (``modem.edrx``: "<4-bit value>" or false), applied when different from what was last applied."""
+        return md.guard(self._configure_power())
+
+    async def _configure_power(self):
         m = self.mcfg
         psm, edrx = want = [m.get("psm"), m.get("edrx")]
         if want == [None, None] or self.memo.matches("power", want):
@@ -206,7 +251,7 @@ class Bc660k(Modem):
     def _ntp_cmd(self, server, port):
         return b"AT+QNTP=0,%s,%d" % (server, port)
 
-    # ---- certificates pushed inline into SSL context 0 (section 2), used by Modem.provision_certs --------
+    # ---- certificates pushed inline into SSL context 0 (section 2), used by provision_certs --------------
 
     def _cert_name(self, key, item, path):
         return item
@@ -214,19 +259,18 @@ class Bc660k(Modem):
     async def _held(self):
         # AT+QSSLCFG=0,0 dumps every setting, including "cacert",<len> for each stored certificate
         out = {}
-        for line in await self.at.cmd(b"AT+QSSLCFG=0,0", b"+QSSLCFG:"):
+        for line in await self.at.cmd(b"AT+QSSLCFG=0,0", _QSSLCFG_Q):
             f = args(line)
             for i in range(len(f) - 1):
                 if f[i] in (b"cacert", b"clientcert", b"clientkey"):
-                    out[f[i].decode()] = _int(f[i + 1])
+                    out[f[i].decode()] = to_int(f[i + 1])
         return out
 
     async def _put_cert(self, item, pem, secret, replace):
         # AT+QSSLCFG=0,0,"<item>": ">", the ~500 ms gate, the PEM, Ctrl-Z; the module answers with the length it
         # stored (0 = nothing), which must be what was sent. None when stored intact, else why not.
-        f = _first(await self.at.cmd(b'AT+QSSLCFG=0,0,"%s"' % item.encode(), b"+QSSLCFG:", 5000, data=pem, ctrlz=True,
-                                     gate_ms=self.GATE_MS, data_timeout_ms=self.PUSH_TIMEOUT_MS, secret_data=secret))
-        n = _int(f[-1]) if f else -1
+        f = first(await self.at.cmd(b'AT+QSSLCFG=0,0,"%s"' % item.encode(), self._push[bool(secret)], pem))
+        n = to_int(f[-1]) if f else -1
         return None if n == len(pem) else "the module stored %d bytes of %d" % (n, len(pem))
 
     async def release(self):
@@ -234,20 +278,19 @@ class Bc660k(Modem):
         still holds it, and an open TLS socket or MQTT client locks the SSL settings: +CME ERROR: 3)."""
         at = self.at
         try:
-            await at.cmd_result(b"AT+QSSLCLOSE=0,0", b"+QSSLCLOSE: 0,0,", timeout_ms=5000, result_timeout_ms=15000)
+            await at.cmd_result(b"AT+QSSLCLOSE=0,0", _CLOSE, b"+QSSLCLOSE: 0,0,")
         except AtError:
             pass  # nothing was open
-        for line in await at.cmd(b"AT+QMTOPEN?", b"+QMTOPEN:"):
-            i = _int(args(line)[0])
+        for line in await at.cmd(b"AT+QMTOPEN?", _QMTOPEN_Q):
+            i = to_int(args(line)[0])
             try:
-                await at.cmd_result(b"AT+QMTCLOSE=%d" % i, b"+QMTCLOSE: %d," % i, timeout_ms=5000,
-                                    result_timeout_ms=15000)
+                await at.cmd_result(b"AT+QMTCLOSE=%d" % i, _CLOSE, b"+QMTCLOSE: %d," % i)
             except AtError as e:
                 if self.log:
                     self.log("QMTCLOSE %d: %s" % (i, e))
         self._released = True
 
-    async def configure_ssl(self):
+    async def _configure_ssl(self):
         """seclevel (1 verify the server, 2 with a client certificate), sslversion (3 = TLS 1.2) and timeout
         from the tls section; these settings are not kept by the module, so they are set each boot."""
         if not self.fresh and not self._released:
@@ -255,15 +298,10 @@ class Bc660k(Modem):
         t = self.tcfg
         at = self.at
         await at.cmd(b'AT+QSSLCFG=0,0,"seclevel",%d' % self.seclevel())
-        await at.cmd(b'AT+QSSLCFG=0,0,"sslversion",%d' % int(opt(t, "version", 3)))
-        to = int(opt(t, "negotiate_s", 90))
+        await at.cmd(b'AT+QSSLCFG=0,0,"sslversion",%d' % t["version"])
+        to = t["negotiate_s"]
         if to != 90:
             await at.cmd(b'AT+QSSLCFG=0,0,"timeout",%d' % to)
-
-    def tls_socket(self, tls):
-        from cellmqtt.bc660k_socket import Bc660kTlsSocket
-
-        return Bc660kTlsSocket(self)
 
 
 class _Awake:
@@ -274,10 +312,17 @@ class _Awake:
         m = self.m
         m._awake += 1
         if m._awake == 1:
-            await m.at.cmd(b"AT+QSCLK=0", retry=1)  # the engine's wake hook probes first after idle
+            try:
+                await m.at.cmd(b"AT+QSCLK=0", _QSCLK0)
+            except AtError as e:
+                m._awake -= 1
+                raise md.modem_error(e) from None
             m.at.wake_idle_ms = 0
         return m
 
     async def __aexit__(self, *exc):
         await self.m._release()
         return False
+
+
+Driver = Bc660k  # modem.type "bc660k"

@@ -1,11 +1,23 @@
 # Quectel BG96 (LTE Cat-M1 / NB-IoT) driver: radio configuration, PDP context, network time, certificates
-# uploaded to the module's file system (AT+QFUPL, checksum-verified, skipped when unchanged), SSL contexts and
-# the native MQTT client. The raw TLS socket (the "socket" transport) is in bg96_socket.py; the TLS diagnosis
-# here opens one itself. Facts: reference/quectel-bg96.md (section numbers below).
-from cellmqtt.at_engine import AtCommandError, AtError, CmeError, args, quote
+# uploaded to the module's file system (AT+QFUPL, checksum-verified, skipped when unchanged), SSL contexts, the
+# native MQTT dialect (Bg96Mqtt) and the TLS diagnosis. The raw TLS socket (the "socket" transport) is in
+# bg96_socket.py, which imports this module (never the other way). Facts: reference/quectel-bg96.md (section
+# numbers below). The BG95/BG77/BG770A family reuses all of it (bg95.py).
+from cellmqtt import modem as md
+from cellmqtt import quectel
+from cellmqtt.at_engine import AtCommandError, AtError, Cmd, CmeError, args, first, quote, to_int
 from cellmqtt.certs import checksum
-from cellmqtt.quectel import Modem, ModuleRefused, NativeMqtt, PdpError, _first, _int, opt
+from cellmqtt.qmt import ModuleRefused, NativeMqtt
+from cellmqtt.settings import compose
 from cellmqtt.transport import DnsError, MqttError, NetworkError, TlsError
+
+# What the BG96 reads beyond the shared Quectel keys (README "Configuration")
+CONFIG = compose(quectel.CONFIG, {
+    "modem": {"pdp_cid": (1, 1, 16), "apn_user": "", "apn_pass": "", "apn_auth": (0, 0, 3),
+              "scan": (None, "auto", "lte", "gsm"), "rat": (None, "m1", "nb1", "m1+nb1"), "bands": dict},
+    "tls": {"version": (3, 0, 4), "ciphers": "0xFFFF", "negotiate_s": (300, 10, 300), "ctx": (1, 0, 5)},
+})
+SECRETS = ("modem.pin", "modem.apn_pass")
 
 # TCP/IP error codes (seed 001 table 3) that say what failed when a socket or TLS open fails
 _DNS_ERRORS = (564, 565)
@@ -14,6 +26,23 @@ _NET_ERRORS = (554, 556, 558, 559, 566, 567, 569, 574)
 
 _SCAN = {"auto": 0, "gsm": 1, "lte": 3}
 _RAT = {"m1": 0, "nb1": 1, "m1+nb1": 2}
+
+_PLAIN = Cmd()
+_QCFG = Cmd(b"+QCFG:")
+_QIACT = Cmd(None, 150000)
+_QIACT_Q = Cmd(b"+QIACT:")
+_QIDEACT = Cmd(None, 40000)
+_QIGETERROR = Cmd(b"+QIGETERROR:")
+_QFLST = Cmd(b"+QFLST:")
+_QFDEL = Cmd(None, 5000)
+# AT+QFUPL by (ack mode above 1 KB, private key): CONNECT, the bytes, then +QFUPL: <size>,<checksum>
+_QFUPL = tuple(Cmd(b"+QFUPL:", 5000, connect=True, ack=1024 if i & 2 else 0, data_ms=15000, secret_data=bool(i & 1))
+               for i in range(4))
+_QSSLCLOSE = Cmd(None, 12000)
+_QMTPUB_T = Cmd(b"+QMTPUB:")
+_QMTCFG_T = Cmd(b"+QMTCFG:")
+_QCSQ = Cmd(b"+QCSQ:")
+_QNWINFO = Cmd(b"+QNWINFO:")
 
 
 def socket_error(err, what):
@@ -27,18 +56,28 @@ def socket_error(err, what):
     return TlsError("%s: TLS handshake failed (error %d)" % (what, err), err)
 
 
-def _count_params(line):
-    # parameters of a test-command answer: commas outside (ranges), <names> and "strings" separate them
+def count_params(line):
+    """Parameters of a test-command answer: commas outside (ranges), [optional], <names> and "strings"
+    separate them."""
     depth = 0
     n = 1
     for c in line[line.find(b":") + 1:]:
-        if c in b"(<":
+        if c in b"(<[":
             depth += 1
-        elif c in b")>":
+        elif c in b")>]":
             depth -= 1
         elif c == 44 and not depth:
             n += 1
     return n
+
+
+def upper_bound(line):
+    """The upper bound of the last range in a test-command answer: ``...,<topic>,(1-4096)`` -> 4096 (0: none)."""
+    i = line.rfind(b"-")
+    j = i + 1
+    while j < len(line) and 48 <= line[j] <= 57:
+        j += 1
+    return int(line[i + 1:j]) if i >= 0 and j > i + 1 else 0
 
 
 class Bg96Mqtt(NativeMqtt):
@@ -46,11 +85,17 @@ class Bg96Mqtt(NativeMqtt):
     publish form, and -- probed once with AT+QMTPUB=? / AT+QMTCFG=? -- the later firmware's fixed-length form
     (binary-safe) and length-prefixed +QMTRECV."""
 
-    def __init__(self, modem, index=0, tls=True):
-        super().__init__(modem, index, tls)
-        caps = modem.memo.get("qmt_caps")
-        self._caps = caps if isinstance(caps, list) and len(caps) == 2 else None
-        self.FIXED_LEN = bool(self._caps and self._caps[0])
+    def __init__(self, modem, config=None):
+        super().__init__(modem, config)
+        caps = modem.memo.get("qmt_caps")  # [fixed-length form, "recv/mode", payload limit], probed once
+        self._caps = caps if isinstance(caps, list) and len(caps) == 3 else None
+        self._use_caps()
+
+    def _use_caps(self):
+        c = self._caps
+        self._set_fixed(bool(c and c[0]))
+        if c and c[2] > 0:
+            self.max_payload = c[2]
 
     def _ssl_cfg(self):
         return b'AT+QMTCFG="ssl",%d,1,%d' % (self.id, self.m.ssl_ctx())
@@ -66,14 +111,15 @@ class Bg96Mqtt(NativeMqtt):
 
     async def connect(self, host, port, client_id, username=None, password=None, keepalive=120, clean=True):
         if self._caps is None:
-            at = self.at
             try:
-                pub = await at.cmd(b"AT+QMTPUB=?", b"+QMTPUB:")
-                cfg = await at.cmd(b"AT+QMTCFG=?", b"+QMTCFG:")
-            except AtCommandError:
+                pub = await self._cmd(b"AT+QMTPUB=?", _QMTPUB_T)
+                cfg = await self._cmd(b"AT+QMTCFG=?", _QMTCFG_T)
+            except ModuleRefused:
                 pub = cfg = ()
-            self.FIXED_LEN = bool(pub) and _count_params(pub[0]) >= 6  # ...,<topic>,(1-1548) on later firmware
-            self._caps = [self.FIXED_LEN, any(b'"recv/mode"' in line for line in cfg)]
+            # ...,<topic>,(1-1548) on later firmware; [(1-1548)] on some; (1-4096) on the BG95 family
+            fixed = bool(pub) and count_params(pub[0]) >= 6
+            self._caps = [fixed, any(b'"recv/mode"' in line for line in cfg), upper_bound(pub[0]) if fixed else 0]
+            self._use_caps()
             self.m.memo.set("qmt_caps", self._caps)
         await super().connect(host, port, client_id, username, password, keepalive, clean)
 
@@ -97,10 +143,10 @@ def _qcsq(out, f):
     # +QCSQ: "<act>",<rssi>,<rsrp>,<sinr>,<rsrq>
     if len(f) >= 5:
         out["act"] = f[0].decode()
-        out["rssi"] = _int(f[1])
-        out["rsrp"] = _int(f[2])
-        out["sinr"] = _int(f[3])
-        out["rsrq"] = _int(f[4])
+        out["rssi"] = to_int(f[1])
+        out["rsrp"] = to_int(f[2])
+        out["sinr"] = to_int(f[3])
+        out["rsrq"] = to_int(f[4])
 
 
 def _qnwinfo(out, f):
@@ -108,7 +154,7 @@ def _qnwinfo(out, f):
     if len(f) >= 4:
         out["oper"] = f[1].decode()
         out["band"] = f[2].decode()
-        out["channel"] = _int(f[3])
+        out["channel"] = to_int(f[3])
 
 
 def _same_values(have, want):
@@ -128,46 +174,56 @@ def _same_values(have, want):
     return True
 
 
-class Bg96(Modem):
+class Bg96(quectel.Quectel):
+    CONFIG = CONFIG
+    SECRETS = SECRETS
     NATIVE = Bg96Mqtt
+    SOCKET = ("cellmqtt.bg96_socket", "Bg96TlsSocket")
     CERT_MEMO = "file:"
-    SIGNAL = Modem.SIGNAL + ((b"AT+QCSQ", b"+QCSQ:", _qcsq), (b"AT+QNWINFO", b"+QNWINFO:", _qnwinfo))
+    SIGNAL = quectel.Quectel.SIGNAL + ((b"AT+QCSQ", _QCSQ, _qcsq), (b"AT+QNWINFO", _QNWINFO, _qnwinfo))
+    RADIO = (("scan", "nwscanmode", _SCAN), ("rat", "iotopmode", _RAT))  # (config key, QCFG item, values)
 
-    def __init__(self, board, config, pipe=None, transcript=None, log=None, state_dir="."):
-        super().__init__(board, config, pipe, transcript, log, state_dir)
+    def __init__(self, at, board=None, config=None, log=None, state_dir="."):
+        super().__init__(at, board, config, log, state_dir)
         self.pdp_active = False
         self._pdp_lost = False
-        self.at.urc(b'+QIURC: "pdpdeact"', self._on_pdpdeact)
+        self._sslopen = Cmd(None, 5000, result_ms=(150 + self.tcfg["negotiate_s"]) * 1000)
+        at.urc(b'+QIURC: "pdpdeact"', self._on_pdpdeact)
 
     def _on_pdpdeact(self, line):
         self.pdp_active = False
         self._pdp_lost = True
-        self._event("pdp", _int(args(line)[1]))
+        self._event(md.PDP, to_int(args(line)[1]))
 
     # ---- radio (section 2): NV settings, applied only when they differ --------------------------------
 
-    async def configure_radio(self):
+    def configure_radio(self):
         """Apply ``modem.scan`` (auto|lte|gsm), ``modem.rat`` (m1|nb1|m1+nb1) and ``modem.bands``
         ({"gsm","m1","nb1"} hex masks) when they differ from the module's. They are stored in the module's
         NV memory: once verified they are remembered and not queried again. Returns the number changed."""
+        return md.guard(self._configure_radio())
+
+    def _radio_wanted(self):
         m = self.mcfg
         want = []  # [item, value] lists: what the JSON memo gives back
-        for key, item, values in (("scan", "nwscanmode", _SCAN), ("rat", "iotopmode", _RAT)):
+        for key, item, values in self.RADIO:
             v = m.get(key)
             if v is not None:
-                if v not in values:
-                    raise ValueError("modem.%s must be one of %s" % (key, ", ".join(values)))
                 want.append([item, "%d" % values[v]])
         b = m.get("bands")
         if b:
             want.append(["band", "%s,%s,%s" % (b.get("gsm", "0"), b.get("m1", "0"), b.get("nb1", "0"))])
+        return want
+
+    async def _configure_radio(self):
+        want = self._radio_wanted()
         if not want or self.memo.matches("radio", want):
             return 0
         changed = 0
         for item, value in want:
             item = item.encode()
             value = quote(value, "modem." + item.decode())[1:-1]
-            have = b",".join(_first(await self.at.cmd(b'AT+QCFG="%s"' % item, b"+QCFG:"))[1:])
+            have = b",".join(first(await self.at.cmd(b'AT+QCFG="%s"' % item, _QCFG))[1:])
             if not _same_values(have, value):
                 await self.at.cmd(b'AT+QCFG="%s",%s,1' % (item, value))
                 changed += 1
@@ -176,46 +232,50 @@ class Bg96(Modem):
 
     # ---- PDP context (section 3) -----------------------------------------------------------------------
 
-    async def pdp_up(self):
+    def pdp_up(self):
         """Configure (``modem.apn``, ``apn_user``, ``apn_pass``, ``apn_auth``) and activate context
         ``modem.pdp_cid``; after a network-side deactivation the context is deactivated first. Returns the IP."""
+        return md.guard(self._pdp_up())
+
+    async def _pdp_up(self):
         at = self.at
         cid = self.pdp_cid()
         m = self.mcfg
-        ctx = [cid, opt(m, "apn", ""), opt(m, "apn_user", ""), opt(m, "apn_pass", ""), int(opt(m, "apn_auth", 0))]
+        ctx = [cid, m["apn"], m["apn_user"], m["apn_pass"], m["apn_auth"]]
         if not self.memo.matches("pdp", ctx):
             pw = str(ctx[3]).encode()
             await at.cmd(b"AT+QICSGP=%d,1,%s,%s,%s,%d" % (cid, quote(ctx[1], "modem.apn"), quote(ctx[2], "modem.apn_user"),
-                                                         quote(pw, "modem.apn_pass"), ctx[4]), secrets=(pw,) if pw else ())
+                                                         quote(pw, "modem.apn_pass"), ctx[4]), _PLAIN, None,
+                         (pw,) if pw else ())
             self.memo.set("pdp", ctx)
         if self._pdp_lost:
             try:
-                await at.cmd(b"AT+QIDEACT=%d" % cid, timeout_ms=40000)
+                await at.cmd(b"AT+QIDEACT=%d" % cid, _QIDEACT)
             except AtCommandError as e:
                 if self.log:
                     self.log("QIDEACT %d: %s" % (cid, e))
             self._pdp_lost = False
         try:
-            await at.cmd(b"AT+QIACT=%d" % cid, timeout_ms=150000)
+            await at.cmd(b"AT+QIACT=%d" % cid, _QIACT)
             err = None
         except AtCommandError as e:  # ERROR also means "already active": ask before giving up (section 3)
             err = e
         ip = None
-        for line in await at.cmd(b"AT+QIACT?", b"+QIACT:"):
+        for line in await at.cmd(b"AT+QIACT?", _QIACT_Q):
             f = args(line)
-            if _int(f[0]) == cid and len(f) > 3 and f[1] == b"1":
+            if to_int(f[0]) == cid and len(f) > 3 and f[1] == b"1":
                 ip = f[3].decode()
         if ip is None and err is not None:
             self.memo.forget("pdp")
             try:
-                why = (await at.cmd(b"AT+QIGETERROR", b"+QIGETERROR:"))[0][14:].decode()
+                why = (await at.cmd(b"AT+QIGETERROR", _QIGETERROR))[0][14:].decode()
             except (AtError, IndexError):
                 why = "?"
-            raise PdpError("PDP context %d could not be activated (%s; %s)" % (cid, err, why))
+            raise md.PdpError("PDP context %d could not be activated (%s; %s)" % (cid, err, why))
         self.pdp_active = True
         return ip
 
-    # ---- certificates in the module's file system (section 4), used by Modem.provision_certs ------------
+    # ---- certificates in the module's file system (section 4), used by provision_certs ------------------
 
     def _cert_name(self, key, item, path):
         name = path.rsplit("/", 1)[-1]  # the module's UFS file name
@@ -226,10 +286,10 @@ class Bg96(Modem):
 
     async def _held(self):
         out = {}
-        for line in await self.at.cmd(b'AT+QFLST="*"', b"+QFLST:"):
+        for line in await self.at.cmd(b'AT+QFLST="*"', _QFLST):
             f = args(line)
             if len(f) >= 2:
-                out[f[0].decode()] = _int(f[1])
+                out[f[0].decode()] = to_int(f[1])
         return out
 
     async def _put_cert(self, name, pem, secret, replace):
@@ -239,15 +299,14 @@ class Bg96(Modem):
         q = quote(name)
         if replace:
             try:
-                await at.cmd(b"AT+QFDEL=%s" % q, timeout_ms=5000)
+                await at.cmd(b"AT+QFDEL=%s" % q, _QFDEL)
             except CmeError as e:
                 if e.code != 405:  # 405: not found -- fine
                     raise
         size = len(pem)
         ack = size > 1024
-        f = _first(await at.cmd(b"AT+QFUPL=%s,%d,10,%d" % (q, size, ack), b"+QFUPL:", 5000, data=pem, connect=True,
-                                ack=1024 if ack else 0, data_timeout_ms=15000, secret_data=secret))
-        got = _int(f[0]) if f else -1
+        f = first(await at.cmd(b"AT+QFUPL=%s,%d,10,%d" % (q, size, ack), _QFUPL[ack * 2 + bool(secret)], pem))
+        got = to_int(f[0]) if f else -1
         try:
             chk = int(f[1], 16)  # lowercase, unpadded on real modules
         except (ValueError, IndexError):
@@ -259,28 +318,28 @@ class Bg96(Modem):
     # ---- SSL context (section 5) -----------------------------------------------------------------------
 
     def ssl_ctx(self):
-        return int(opt(self.tcfg, "ctx", 1))
+        return self.tcfg["ctx"]
 
-    async def configure_ssl(self):
-        """Configure SSL context ``tls.ctx`` from the tls section, secure by default: verify the server
-        (seclevel 1, 2 with a client certificate), TLS 1.2, validity dates checked against the module clock
-        (call sync_clock() first). ``tls.ignore_time`` / ``tls.seclevel`` / ``tls.version`` /
-        ``tls.ciphers`` / ``tls.negotiate_s`` override."""
+    async def _configure_ssl(self):
+        """SSL context ``tls.ctx`` from the tls section, secure by default: verify the server (seclevel 1, 2
+        with a client certificate), TLS 1.2, validity dates checked against the module clock (sync_clock()
+        first). ``tls.ignore_time`` / ``tls.seclevel`` / ``tls.version`` / ``tls.ciphers`` /
+        ``tls.negotiate_s`` override."""
         t = self.tcfg
         ctx = self.ssl_ctx()
         fresh = self.fresh
         cmds = []
-        version = int(opt(t, "version", 3))
+        version = t["version"]
         if version != 4 or not fresh:
             cmds.append(b'AT+QSSLCFG="sslversion",%d,%d' % (ctx, version))
-        ciphers = str(opt(t, "ciphers", "0xFFFF")).upper()
+        ciphers = str(t["ciphers"]).upper()
         if ciphers != "0XFFFF" or not fresh:
             cmds.append(b'AT+QSSLCFG="ciphersuite",%d,%s' % (ctx, quote(ciphers, "tls.ciphers")[1:-1]))
         cmds.append(b'AT+QSSLCFG="seclevel",%d,%d' % (ctx, self.seclevel()))
         for key, item, path, _ in self.cert_files():
             cmds.append(b'AT+QSSLCFG="%s",%d,%s' % (item.encode(), ctx, quote(self._cert_name(key, item, path))))
-        cmds.append(b'AT+QSSLCFG="ignorelocaltime",%d,%d' % (ctx, 1 if t.get("ignore_time") else 0))
-        neg = int(opt(t, "negotiate_s", 300))
+        cmds.append(b'AT+QSSLCFG="ignorelocaltime",%d,%d' % (ctx, 1 if t["ignore_time"] else 0))
+        neg = t["negotiate_s"]
         if neg != 300 or not fresh:
             cmds.append(b'AT+QSSLCFG="negotiatetime",%d,%d' % (ctx, neg))
         for c in cmds:
@@ -289,18 +348,18 @@ class Bg96(Modem):
     # ---- raw TLS sockets (section 5): the socket transport and the TLS diagnosis -------------------------
 
     async def ssl_open(self, host, port, client, ctx=None):
-        """AT+QSSLOPEN of socket ``client`` in direct push mode; returns the module's result (0 = open)."""
+        """AT+QSSLOPEN of socket ``client`` in direct push mode; returns the module's result (0 = open).
+        Engine errors are the caller's to convert."""
         _, res = await self.at.cmd_result(
             b"AT+QSSLOPEN=%d,%d,%d,%s,%d,1" % (self.pdp_cid(), self.ssl_ctx() if ctx is None else ctx, client,
-                                              quote(host, "broker host"), port),
-            b"+QSSLOPEN: %d," % client, timeout_ms=5000,
-            result_timeout_ms=(150 + int(opt(self.tcfg, "negotiate_s", 300))) * 1000)
-        return _int(args(res)[1])
+                                              quote(host, "broker host"), port), self._sslopen,
+            b"+QSSLOPEN: %d," % client)
+        return to_int(args(res)[1])
 
     async def ssl_close(self, client):
         """AT+QSSLCLOSE; a failure is logged, never raised (the socket is gone either way)."""
         try:
-            await self.at.cmd(b"AT+QSSLCLOSE=%d" % client, timeout_ms=12000)
+            await self.at.cmd(b"AT+QSSLCLOSE=%d" % client, _QSSLCLOSE)
         except AtError as e:
             if self.log:
                 self.log("QSSLCLOSE %d: %s" % (client, e))
@@ -322,7 +381,5 @@ class Bg96(Modem):
                         "trusted by tls.ca, outside its validity dates by the module clock, or the TLS "
                         "version/ciphers or client certificate were refused" % (host, port))
 
-    def tls_socket(self, tls):
-        from cellmqtt.bg96_socket import Bg96TlsSocket
 
-        return Bg96TlsSocket(self, int(opt(self.qcfg, "socket", 1)), tls)
+Driver = Bg96  # modem.type "bg96" (the app's start-up wiring finds the driver by this name)

@@ -1,32 +1,42 @@
 # The BG96's raw TLS socket (AT+QSSLOPEN in direct push mode) as a ModemSocket (transport.py): the carrier of
 # our own MQTT client, the "socket" transport. Optional: frozen only with the manifest option
-# transports=("socket",); Bg96.tls_socket() imports it when mqtt.transport is "socket".
+# transports=("socket",); the app's start-up wiring imports it by the driver's SOCKET declaration. Every engine
+# error becomes a transport error here. The BG95/BG77/BG770A use it unchanged.
 import asyncio
 
-from cellmqtt.at_engine import AtCommandError, AtError, AtTimeout, frame_line_then_bytes
+from cellmqtt import modem as md
+from cellmqtt.at_engine import AtError, AtTimeout, Cmd, frame_line_then_bytes
 from cellmqtt.bg96 import socket_error
-from cellmqtt.transport import LinkLost, MqttTimeout, NetworkError
+from cellmqtt.settings import section
+from cellmqtt.transport import MODULE, LinkLost, MqttTimeout, NetworkError
+
+CONFIG = {"mqtt": {"socket": (1, 0, 10)}}  # socket 11 is the TLS diagnosis'
+_SEND = Cmd(None, 5000, data_ms=30000)
 
 
 class Bg96TlsSocket:
-    """A TLS byte stream through the module. ``client`` is the socket index 0..11 (11 is the TLS diagnosis'),
-    the SSL context is tls.ctx."""
+    """A TLS byte stream through the module: socket ``mqtt.socket`` (0..10), SSL context tls.ctx."""
 
+    CONFIG = CONFIG
     max_send = 1460
 
-    def __init__(self, modem, client=1, tls=True):
-        if not tls:
+    @staticmethod
+    def check_config(cfg):
+        pass  # no rules across keys
+
+    def __init__(self, modem, config=None):
+        if not section(config, "tls", modem.CONFIG)["enabled"]:
             raise ValueError("the socket transport always uses TLS (tls.enabled must be true)")
         self.m = modem
         self.at = modem.at
-        self.client = client
+        self.client = client = section(config, "mqtt", CONFIG)["socket"]
         self._on_data = None
         self._on_close = None
         self.open_ = False
         self._checked = False
         self.at.urc(b'+QSSLURC: "recv",%d,' % client, self._recv, frame_line_then_bytes(0))
         self.at.urc(b'+QSSLURC: "closed",%d' % client, self._closed)
-        modem._transports.append(self)
+        modem.listen(self._on_modem)
 
     def on_data(self, cb):
         self._on_data = cb
@@ -41,6 +51,11 @@ class Bg96TlsSocket:
     def _closed(self, line):
         self._set_lost(LinkLost("TLS socket %d closed by the peer" % self.client, 1))
         asyncio.create_task(self.m.ssl_close(self.client))  # the module wants QSSLCLOSE to free the socket
+
+    def _on_modem(self, kind, value):
+        # (a PDP deactivation closes the socket too: the module reports that with +QSSLURC "closed")
+        if kind in (md.RESET, md.DOWN, md.CLOSED):
+            self._set_lost(LinkLost("the modem restarted or went away", 0, MODULE))
 
     def _set_lost(self, err):
         if self.open_:
@@ -74,9 +89,8 @@ class Bg96TlsSocket:
             if not self.open_:
                 raise LinkLost("TLS socket %d is closed" % self.client)
             try:
-                await self.at.cmd(b"AT+QSSLSEND=%d,%d" % (self.client, len(chunk)), data=bytes(chunk), timeout_ms=5000,
-                                  data_timeout_ms=30000)
-            except AtCommandError as e:  # the socket died under us (the "closed" URC may still be on its way)
+                await self.at.cmd(b"AT+QSSLSEND=%d,%d" % (self.client, len(chunk)), _SEND, bytes(chunk))
+            except AtError as e:  # the socket died under us (the "closed" URC may still be on its way)
                 raise LinkLost("TLS send failed: %s" % e) from None
 
     async def close(self):

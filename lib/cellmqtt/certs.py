@@ -6,11 +6,7 @@
 import json
 import os
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from cellmqtt.compat import const
 
 MAX_PEM = const(8192)  # larger than any CA/device certificate or RSA-4096 key in PEM; the modems' UFS limits are near
 

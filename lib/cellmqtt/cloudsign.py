@@ -6,14 +6,7 @@ import hashlib
 import json
 
 from cellmqtt import timeutil as _tu
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from cellmqtt.compat import const
 
 try:  # CPython's hmac, or micropython-lib's `require("hmac")` when the firmware ships it
     import hmac as _hmac
@@ -77,10 +70,20 @@ class CloudMessageError(CloudError):
         self.kind = kind
 
 
+# What the app is to do with a parsed downstream message (Command.job): the same for every cloud.
+RUN = "run"  # run the command handler named Command.name, reply with its result
+SET = "set"  # set the values in Command.params, reply
+GET = "get"  # read the values named in Command.params (all when empty), reply with them
+ACTIVATE = "activate"  # store Command.secret as the device secret, reply, reconnect with it
+NOTE = "note"  # nothing to do or answer (acks of our own uploads, messages, events)
+
+
 class Command:
     """One parsed downstream message.
 
     kind         what it is ("command", "activate", "measurepoint_set", ...; see the profile's docs)
+    job          what the app does with it: RUN, SET, GET, ACTIVATE or NOTE (default: RUN when it takes a
+                 reply, else NOTE)
     id           the message id to echo (Huawei legacy mid: int; IoTDA request_id and EnOS id: as sent)
     name         command / method / service name
     service      Huawei service id (None elsewhere)
@@ -90,8 +93,9 @@ class Command:
     secret       the new device secret of an EnOS "activate", else None (never shown by repr)
     """
 
-    def __init__(self, kind, msg_id, name, params, reply_topic, service=None):
+    def __init__(self, kind, msg_id, name, params, reply_topic, service=None, job=None):
         self.kind = kind
+        self.job = job or (RUN if reply_topic is not None else NOTE)
         self.id = msg_id
         self.name = name
         self.params = params

@@ -3,6 +3,7 @@
 # Facts: shared/reference/clouds.md section 2.
 from cellmqtt import cloudsign as cs
 from cellmqtt.cloudsign import CloudMessageError, CloudValueError, Command
+from cellmqtt.settings import REQ
 
 _CID_MAX = 64  # the client id before the first '|' (EnOS docs)
 _KEY_MAX = 128
@@ -15,6 +16,11 @@ _SECRET_MAX = 128
 _SECRET_UNSAFE = b"\"'\\"  # quotes and backslash: the secret is persisted in config files and must stay plain
 
 SIGN_METHODS = ("sha256", "sha1")
+
+# The keys this profile reads (README "Configuration"); its section of the config is cloud.enos.
+CONFIG = {"cloud": {"enos": {"product_key": REQ, "device_key": REQ, "device_secret": str, "product_secret": str,
+                             "client_id": str, "signmethod": SIGN_METHODS, "upper": True}}}
+SECRETS = ("cloud.enos.device_secret", "cloud.enos.product_secret")
 
 # Reply codes (clouds.md 2.3).
 OK = 200
@@ -32,6 +38,7 @@ MEASUREPOINT_SET = "measurepoint_set"
 MEASUREPOINT_GET = "measurepoint_get"
 SERVICE = "service"
 REPLY = "reply"  # the cloud's _reply to one of our posts (code in Command.code); takes no reply
+_JOBS = {ACTIVATE: cs.ACTIVATE, MEASUREPOINT_SET: cs.SET, MEASUREPOINT_GET: cs.GET}
 
 
 def check_signmethod(signmethod):
@@ -109,10 +116,29 @@ class EnOS:
     Secrets are never shown by repr() or in an error.
     """
 
+    CONFIG = CONFIG
+    SECRETS = SECRETS
     OK = OK
+    FAIL = METHOD_MISMATCH  # reply code of a failed command
     TELEMETRY_QOS = 1
     REPLY_QOS = 0  # replies to cloud requests go at QoS 0 (clouds.md 2.3)
     SUBSCRIBE_REQUIRED = False  # downstream topics are pushed; a refused SUBACK is not fatal
+    ACTIVATED_KEY = "cloud.enos.device_secret"  # the config key activation stores the device secret under
+    RATE = (3, 120)  # EnOS blocks a device for 5 minutes after 4 connects in 2 minutes (clouds.md 2.4)
+
+    @classmethod
+    def from_config(cls, cfg):
+        from cellmqtt.settings import ConfigError
+
+        e = cfg["cloud"]["enos"]
+        if not e["device_secret"] and not e["product_secret"]:
+            raise ConfigError("cloud.enos.device_secret", "or cloud.enos.product_secret is required")
+        try:
+            cs.hash_fn(e["signmethod"])
+        except cs.HashUnavailable as x:  # ports built without SSL (most STM32 boards) have SHA-256 only
+            raise ConfigError("cloud.enos.signmethod", "%s; use sha256" % x) from None
+        return cls(e["product_key"], e["device_key"], e["device_secret"], e["product_secret"], e["client_id"],
+                   e["signmethod"], e["upper"])
 
     def __init__(self, product_key, device_key, device_secret=None, product_secret=None, client_id=None,
                  signmethod="sha256", upper=True, max_payload=cs.DEFAULT_MAX_PAYLOAD):
@@ -138,6 +164,7 @@ class EnOS:
         self._sys = "/sys/" + product_key + "/" + device_key + "/thing/"
         self._ext = "/ext/session/" + product_key + "/" + device_key + "/"
         self._activate = self._ext + "thing/activate/info"
+        self._post_topic = self._sys + "measurepoint/post"
 
     def __repr__(self):
         return "<EnOS product_key=%s device_key=%s securemode=%d signmethod=%s>" % (
@@ -147,6 +174,14 @@ class EnOS:
         """A securemode-2 profile of the same device using the secret activation delivered (validated)."""
         return EnOS(self.product_key, self.device_key, check_device_secret(device_secret), None, self.client_id,
                     self.signmethod, self.upper, self.max_payload)
+
+    def activation_pending(self):
+        """True while the device connects with the product secret (securemode 3): the cloud is about to push
+        its device secret, and the device sends nothing meanwhile."""
+        return self.securemode == 3
+
+    def telemetry_topic(self):
+        return self._post_topic
 
     # ---- connect ----
 
@@ -297,7 +332,7 @@ class EnOS:
                 why = "params is not an object"
         if why:
             raise CloudMessageError(fault, why, _CODES[fault], msg_id, reply_topic, kind)
-        cmd = Command(kind, msg_id, method if name is None else name, params, reply_topic)
+        cmd = Command(kind, msg_id, method if name is None else name, params, reply_topic, None, _JOBS.get(kind))
         cmd.secret = secret
         return cmd
 

@@ -3,12 +3,19 @@
 # Facts: shared/reference/clouds.md section 1.
 from cellmqtt import cloudsign as cs
 from cellmqtt.cloudsign import CloudMessageError, CloudValueError, Command
+from cellmqtt.settings import REQ
 
 _ID_MAX = 128  # device ids (IoTDA allows 128); the 128-byte topic limit is checked as well
 _NAME_MAX = 64  # serviceId / cmd / command_name / request_id
 _TOPIC_MAX = 128  # Huawei's limit on topic length (clouds.md 1.4)
 _LEGACY = "legacy"
 _IOTDA = "iotda"
+
+# The keys this profile reads (README "Configuration"); its section of the config is cloud.huawei.
+CONFIG = {"cloud": {"huawei": {"device_id": REQ, "secret": REQ, "id_type": (0, 0, 2), "api": ("legacy", "iotda"),
+                               "codec": ("json", "binary"), "service_id": "Telemetry",
+                               "sig_type": ("auto", "0", "1")}}}
+SECRETS = ("cloud.huawei.secret",)
 
 # Command kinds parse() returns.
 COMMAND = "command"  # legacy cloudReq, or IoTDA sys/commands
@@ -17,6 +24,7 @@ PROPERTIES_SET = "properties_set"  # IoTDA
 PROPERTIES_GET = "properties_get"  # IoTDA
 MESSAGE = "message"  # IoTDA messages/down (no reply)
 EVENT = "event"  # IoTDA events/down (no reply)
+_JOBS = {PROPERTIES_SET: cs.SET, PROPERTIES_GET: cs.GET}
 
 
 def credentials(device_id, secret, hour, sig_type=0, id_type=0):
@@ -65,14 +73,23 @@ class Huawei:
     max_payload  downstream messages longer than this are refused before parsing
     """
 
+    CONFIG = CONFIG
+    SECRETS = SECRETS
     OK = 0  # reply code of success (legacy errcode / IoTDA result_code)
-    FAIL = 1
+    FAIL = 1  # reply code of a failed command
     TELEMETRY_QOS = 1  # Huawei has no QoS 2
     REPLY_QOS = 1
     SUBSCRIBE_REQUIRED = True  # commands are delivered only after the device subscribed
+    RATE = (6, 60)  # (connects, window s) the connect-rate gate allows (a sane cap; no documented limit)
+
+    @classmethod
+    def from_config(cls, cfg):
+        h = cfg["cloud"]["huawei"]
+        return cls(h["device_id"], h["secret"], h["id_type"], h["api"], h["codec"], h["service_id"],
+                   sig_type=h["sig_type"])
 
     def __init__(self, device_id, secret, id_type=0, api=_LEGACY, codec="json", service_id=None,
-                 max_payload=cs.DEFAULT_MAX_PAYLOAD):
+                 max_payload=cs.DEFAULT_MAX_PAYLOAD, sig_type="auto"):
         self.device_id = cs.check_token(device_id, "device_id", _ID_MAX)
         self._secret = cs.secret_bytes(secret, "secret")
         _check_id_type(id_type)
@@ -87,6 +104,9 @@ class Huawei:
             cs.check_token(service_id, "service_id", _NAME_MAX)
         if type(max_payload) is not int or max_payload < 64:
             raise CloudValueError("max_payload must be an int >= 64")
+        if sig_type not in ("auto", "0", "1"):
+            raise CloudValueError("sig_type must be 'auto', '0' or '1'")
+        self.sig_type = sig_type
         self.id_type = id_type
         self.api = api
         self.codec = codec
@@ -101,7 +121,7 @@ class Huawei:
             longest = self._cmd_bin = base + "/command/binary"
         else:
             self._oc = "$oc/devices/" + device_id + "/sys/"
-            longest = self._oc + "properties/report"
+            longest = self._report = self._oc + "properties/report"
         if len(longest) > _TOPIC_MAX:
             raise CloudValueError("device_id too long: its topics would exceed %d bytes" % _TOPIC_MAX)
 
@@ -112,9 +132,19 @@ class Huawei:
 
     def credentials(self, unix_s, clock_trusted=False):
         """(client_id, username, password) for a CONNECT now. unix_s: the current Unix time in seconds (int);
-        clock_trusted: True only when that time came from the network/NTP (then sigType 1)."""
-        return credentials(self.device_id, self._secret, cs.utc_hour(unix_s), 1 if clock_trusted else 0,
-                           self.id_type)
+        clock_trusted: True only when that time came from the network/NTP. sigType follows it ("auto"), or
+        the sig_type the profile was given ("0": the hour is not checked, "1": it is)."""
+        sig = self.sig_type
+        trusted = clock_trusted if sig == "auto" else sig == "1"
+        return credentials(self.device_id, self._secret, cs.utc_hour(unix_s), 1 if trusted else 0, self.id_type)
+
+    def activation_pending(self):
+        """Huawei devices are registered with their secret: there is no activation to wait for."""
+        return False
+
+    def telemetry_topic(self):
+        """The topic every telemetry() message goes to."""
+        return self._data if self.api == _LEGACY else self._report
 
     def subscriptions(self):
         """[(topic, qos)] to subscribe after every CONNECT (clean session)."""
@@ -158,7 +188,7 @@ class Huawei:
         item = {"service_id": sid, "properties": data}
         if unix_s is not None:
             item["event_time"] = cs.utc_stamp(unix_s)
-        return self._oc + "properties/report", cs.dump({"services": [item]})
+        return self._report, cs.dump({"services": [item]})
 
     # ---- downstream ----
 
@@ -272,7 +302,7 @@ class Huawei:
             name = None
         if why:
             raise CloudMessageError(cs.BAD_FIELD, why, self.FAIL if err_topic else None, request_id, err_topic, kind)
-        return Command(kind, request_id, name, params, reply_topic, service)
+        return Command(kind, request_id, name, params, reply_topic, service, _JOBS.get(kind))
 
     def _iotda_down(self, kind, payload):
         obj = self._load(payload, kind, None, None)

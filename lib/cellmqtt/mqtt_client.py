@@ -13,14 +13,8 @@
 # once, further callers wait; at most _ACK_RING incoming QoS 1 messages waiting for their PUBACK.
 import asyncio
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
-
 from cellmqtt import mqtt_codec as codec
-from cellmqtt.compat import ticks_diff, ticks_ms
+from cellmqtt.compat import const, sleep_ms, ticks_diff, ticks_ms
 from cellmqtt.mqtt_codec import MqttProtocolError
 from cellmqtt.transport import (
     LinkLost,
@@ -40,11 +34,6 @@ _UP = const(2)
 _ACK_RING = const(64)
 _PING_TIMEOUT_MAX = const(30)  # s: cap of the default PINGRESP wait
 
-if hasattr(asyncio, "sleep_ms"):
-    _sleep_ms = asyncio.sleep_ms
-else:
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
 
 
 class _Waiter:
@@ -79,6 +68,7 @@ class MqttClient:
             raise MqttError("max_packet %d leaves no room for a payload after a %d-byte topic"
                                % (max_packet, max_topic))
         self._sock = sock
+        self.sent_connect = False  # did the broker see the last CONNECT (transport.py)
         self._reader = codec.PacketReader(max_packet)
         self._tx = bytearray(max_packet)
         self._ackbuf = bytearray(4 * _ACK_RING)
@@ -504,4 +494,4 @@ class MqttClient:
                     except MqttError:
                         return  # _write ended the session with this error
                     continue
-            await _sleep_ms(left)
+            await sleep_ms(left)

@@ -8,12 +8,7 @@
 #   r = PacketReader(max_packet=4096)
 #   for p in r.feed(chunk):                                  # iterate fully: a packet per completed frame
 #       p.type, p.pid, p.topic, p.payload, p.qos ...
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
-
+from cellmqtt.compat import const
 from cellmqtt.transport import MqttError, PayloadError
 
 # Control packet types (2.2.1).

@@ -1,10 +1,6 @@
 # Civil time <-> Unix seconds, independent of the port's epoch and of time.gmtime, and the modems' clock
 # formats. Used by the drivers (module clock) and the cloud profiles (UTC hour, event times).
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from cellmqtt.compat import const
 
 _DAY = const(86400)
 TRUSTED_AFTER = const(1735689600)  # 2025-01-01: a module clock before this was never set from the network

@@ -1,12 +1,15 @@
 # The MQTT transport interface: one MQTT session, whatever carries it (the modem's native MQTT client,
-# or our own MQTT client over the modem's TLS socket). The app only ever sees this interface and these errors.
+# cellmqtt.qmt, or our own MQTT client over the modem's TLS socket, cellmqtt.mqtt_client). The app only ever
+# sees this interface and these errors: every engine error is converted here, at the transport boundary.
 #
-#   t = driver.mqtt_native(...)  or  MqttClient(driver.tls_socket(...))
+#   t = driver.NATIVE(driver, config)  or  MqttClient(socket_class(driver, config))   (the app's start-up wiring)
 #   t.on_message(cb)                      # cb(topic: str, payload: bytes) -- called from the reader; must not block
 #   await t.connect(host, port, client_id, username, password, keepalive=120, clean=True)
+#   t.sent_connect                        # after connect(), failed or not: did the broker see a CONNECT?
+#                                         # (clouds rate-limit CONNECTs; a failed open costs nothing)
 #   granted = await t.subscribe(topic, qos)
 #   await t.publish(topic, payload, qos)  # returns once the broker acknowledged it (QoS 1) or it was sent (QoS 0)
-#   reason = await t.wait_lost()          # returns the MqttError that ended the session
+#   reason = await t.wait_lost()          # returns the MqttError that ended the session (LinkLost.layer: what broke)
 #   await t.disconnect()                  # never raises for an already-closed session
 #   t.is_connected(); t.max_payload       # largest payload publish() accepts
 
@@ -43,8 +46,19 @@ class MqttTimeout(MqttError):
     """No answer within the time the module or protocol allows."""
 
 
+# What broke when a session ended (LinkLost.layer): the supervisor recovers from there.
+SESSION = 0  # the MQTT session (closed by the peer, CONNACK timeout, ...): connect again
+NETWORK = 1  # the data path under it (PDP context, ping failures): bring the network up again
+MODULE = 2  # the module itself (restarted, powered down, driver closed): start the module again
+
+
 class LinkLost(NetworkError):
-    """An established session ended (``+QMTSTAT``, socket closed, ping timeout, modem reset)."""
+    """An established session ended (``+QMTSTAT``, socket closed, ping timeout, modem reset). ``layer`` says
+    what broke: SESSION, NETWORK or MODULE."""
+
+    def __init__(self, msg, code=None, layer=SESSION):
+        super().__init__(msg, code)
+        self.layer = layer
 
 
 class PayloadError(MqttError):
