@@ -7,9 +7,11 @@
 #           clouds=("huawei", "enos"))
 #
 # Options (a str or a tuple where several are allowed):
-#   modem          "bg96", "bc660k" or both (default both): the drivers frozen
-#   transports     "native" (the module's MQTT client) and/or "socket" (our MQTT client over the module's TLS
-#                  socket: adds mqtt_client, mqtt_codec and each frozen modem's <modem>_socket); default both
+#   modem          "bg96", "bg95" (BG95-M3/BG77/BG770A: needs the BG96 driver, frozen with it), "bc660k", or
+#                  several (default all three): the drivers frozen
+#   transports     "native" (the module's MQTT client, qmt.py) and/or "socket" (our MQTT client over the
+#                  module's TLS socket: adds mqtt_client, mqtt_codec and each frozen driver's socket module);
+#                  default both
 #   clouds         "huawei", "enos", "mqtt" (plain broker, app/plain.py); default all three
 #   transcript     True (default): freeze cellmqtt/at_transcript.py, the AT transcript recorder (debugging)
 #   app            True (default): freeze the application package `app` as well as the library
@@ -20,7 +22,7 @@
 metadata(description="Cellular MQTT (Quectel BG96 / BC660K-GL) to Huawei IoTDA and Envision EnOS",
          version="0.1.0", license="MIT")
 
-options.defaults(modem=("bg96", "bc660k"), transports=("native", "socket"), clouds=("huawei", "enos", "mqtt"),
+options.defaults(modem=("bg96", "bg95", "bc660k"), transports=("native", "socket"), clouds=("huawei", "enos", "mqtt"),
                  transcript=True, app=True, port_manifest=True, opt=3)
 
 
@@ -33,7 +35,10 @@ def _choice(name, allowed):
     return v
 
 
-_modems = _choice("modem", ("bg96", "bc660k"))
+_modems = _choice("modem", ("bg96", "bg95", "bc660k"))
+# the driver modules of each modem option (a family reuses its parent's) and its TLS-socket module
+_DRIVERS = {"bg96": ("bg96",), "bg95": ("bg96", "bg95"), "bc660k": ("bc660k",)}
+_SOCKETS = {"bg96": "bg96_socket", "bg95": "bg96_socket", "bc660k": "bc660k_socket"}
 _transports = _choice("transports", ("native", "socket"))
 _clouds = _choice("clouds", ("huawei", "enos", "mqtt"))
 
@@ -43,20 +48,25 @@ if options.port_manifest:
 # hmac.new() where the port has none: cloudsign uses it for HMAC-SHA256 (and falls back to hashlib without it)
 require("hmac")
 
-# the library: the AT engine, the shared driver base and the cloud-signing core are always needed
-_lib = ["__init__.py", "compat.py", "transport.py", "at_engine.py", "quectel.py", "certs.py", "timeutil.py",
-        "cloudsign.py"]
-_lib += [m + ".py" for m in _modems]
+# the library: the AT engine, the driver boundary and shared Quectel base, the native MQTT transport (the
+# drivers' dialects subclass it), settings and the cloud-signing core are always needed
+_lib = ["__init__.py", "compat.py", "transport.py", "at_engine.py", "modem.py", "settings.py", "quectel.py",
+        "qmt.py", "certs.py", "timeutil.py", "cloudsign.py"]
+for _m in _modems:
+    _lib += [d + ".py" for d in _DRIVERS[_m] if d + ".py" not in _lib]
 if "socket" in _transports:
-    _lib += ["mqtt_codec.py", "mqtt_client.py"] + [m + "_socket.py" for m in _modems]
+    _lib += ["mqtt_codec.py", "mqtt_client.py"]
+    for _m in _modems:
+        if _SOCKETS[_m] + ".py" not in _lib:
+            _lib.append(_SOCKETS[_m] + ".py")
 if options.transcript:
     _lib.append("at_transcript.py")
 _lib += [c + ".py" for c in _clouds if c != "mqtt"]
 package("cellmqtt", files=_lib, base_path="lib", opt=options.opt)
 
 if options.app:
-    _app = ["__init__.py", "main.py", "config.py", "log.py", "supervisor.py", "outbox.py", "telemetry.py",
-            "commands.py"]
+    _app = ["__init__.py", "main.py", "wiring.py", "config.py", "log.py", "core.py", "supervisor.py",
+            "telemetry.py", "readers.py", "outbox.py", "record.py", "dispatcher.py", "commands.py"]
     if "mqtt" in _clouds:
         _app.append("plain.py")
     package("app", files=_app, base_path="firmware", opt=options.opt)

@@ -40,7 +40,8 @@ def _bench(headroom):
                     app.ballast.append(bytearray(size))
                 except MemoryError:
                     size //= 2
-        app.bench = lambda: print("BENCH_CYCLE %d %d %d" % (app.samples, micropython.mem_total(), gc.mem_alloc()))
+        tm = app.telemetry
+        tm.bench = lambda: print("BENCH_CYCLE %d %d %d" % (tm.samples, micropython.mem_total(), gc.mem_alloc()))
 
     return prepare
 

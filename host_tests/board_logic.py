@@ -119,6 +119,16 @@ def cfg_for(b, **over):
     return config.validate(raw)
 
 
+def start(b, **over):
+    """What the app's start-up does before it builds the parts: validate the configuration (which refuses what
+    the firmware does not contain), check it is for this board, then build the board."""
+    from app.main import check_board
+
+    cfg = cfg_for(b, **over)
+    check_board(cfg, b)
+    return b(cfg)
+
+
 def pin_events(pin_id, since=0):
     return [[e[2], e[3]] for e in EVENTS if e[1] == pin_id and e[0] == "set" and e[3] >= since]
 
@@ -295,7 +305,7 @@ def run(board_name):
                  "huawei": {}}
         for name, over in cases.items():
             try:
-                B(cfg_for(B, **over))
+                start(B, **over)
                 out[name] = None
             except Exception as e:  # noqa: BLE001  (what was raised is the observation)
                 out[name] = [type(e).__name__, getattr(e, "key", None), str(e)]
@@ -304,17 +314,21 @@ def run(board_name):
     scenario("refusals", refusals)
 
     def sha1_missing():
+        from cellmqtt import cloudsign
+
         real = sys.modules.get("hashlib")
         fake = FakeModule()
         fake.sha256 = __import__("hashlib").sha256
         sys.modules["hashlib"] = fake
+        cloudsign.hashlib = fake  # the profile core imported the port's hashlib already
         try:
-            B(cfg_for(B, **{"cloud.profile": "enos", "cloud.enos.product_key": "p", "cloud.enos.device_key": "d",
-                            "cloud.enos.device_secret": "s3cret", "cloud.enos.signmethod": "sha1"}))
+            start(B, **{"cloud.profile": "enos", "cloud.enos.product_key": "p", "cloud.enos.device_key": "d",
+                        "cloud.enos.device_secret": "s3cret", "cloud.enos.signmethod": "sha1"})
             return None
         except Exception as e:  # noqa: BLE001  (what was raised is the observation)
             return [type(e).__name__, getattr(e, "key", None)]
         finally:
+            cloudsign.hashlib = real
             if real is None:
                 del sys.modules["hashlib"]
             else:

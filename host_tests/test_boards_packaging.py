@@ -50,6 +50,7 @@ BOARD_MODULES = {"esp32_bg96": {"esp32"}, "stm32_bc660k": {"pyb"}, "unix": {"ter
 # Imports that depend on the configuration: (key, value that needs the module). A board that does not freeze
 # one must refuse that value at start-up (checked by test_config_refusals) and the import must be lazy.
 GUARDED = {"cellmqtt.bg96": ("modem.type", "bg96"), "cellmqtt.bc660k": ("modem.type", "bc660k"),
+           "cellmqtt.bg95": ("modem.type", "bg95"),
            "cellmqtt.mqtt_client": ("mqtt.transport", "socket"), "cellmqtt.bg96_socket": ("mqtt.transport", "socket"),
            "cellmqtt.bc660k_socket": ("mqtt.transport", "socket"), "cellmqtt.huawei": ("cloud.profile", "huawei"),
            "cellmqtt.enos": ("cloud.profile", "enos"), "app.plain": ("cloud.profile", "mqtt")}
@@ -72,11 +73,33 @@ def sources_universe(board_file):
     return out
 
 
-def imports_of(path, universe):
-    """[(module, lazy, optional)] of a source file: every import statement, wherever it is. ``from X import Y``
-    names X, and X.Y when that is a module; lazy = inside a def; optional = in a try that catches ImportError."""
-    tree = ast.parse(Path(path).read_text(), str(path))
+def declared_loads(tree, path):
+    """The modules the start-up wiring loads by name (lazily, as the configuration selects them): from
+    app/wiring.py every driver module (a lib module that sets ``Driver``) and every module of PROFILES; from a
+    driver module the TLS-socket module its class declares (``SOCKET = ("cellmqtt.x", "Class")``) and our MQTT
+    client that runs over it."""
     out = []
+    if Path(path) == ROOT / "firmware" / "app" / "wiring.py":
+        for f in sorted((ROOT / "lib" / "cellmqtt").glob("*.py")):
+            if re.search(r"^Driver = ", f.read_text(), re.M):
+                out.append("cellmqtt." + f.stem)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PROFILES" for t in node.targets):
+                out += [v[0] for v in ast.literal_eval(node.value).values()]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SOCKET" for t in node.targets):
+            v = ast.literal_eval(node.value)
+            if v:
+                out += [v[0], "cellmqtt.mqtt_client"]
+    return out
+
+
+def imports_of(path, universe):
+    """[(module, lazy, optional)] of a source file: every import statement, wherever it is, and the modules it
+    loads by a declared name (declared_loads, always lazy). ``from X import Y`` names X, and X.Y when that is a
+    module; lazy = inside a def; optional = in a try that catches ImportError."""
+    tree = ast.parse(Path(path).read_text(), str(path))
+    out = [(m, True, False) for m in declared_loads(tree, path)]
 
     def catches_import_error(node):
         for h in node.handlers:
@@ -222,6 +245,8 @@ def test_root_manifest_is_a_library_manifest_with_metadata_first(tmp_path):
      {"bc660k", "enos", "at_transcript"}, set()),
     ({"modem": ("bg96",), "transports": ("native", "socket"), "clouds": ("mqtt",), "transcript": False},
      {"bg96", "mqtt_codec", "mqtt_client", "bg96_socket"}, {"plain"}),
+    ({"modem": "bg95", "transports": ("native", "socket"), "clouds": ("huawei",), "transcript": False},
+     {"bg96", "bg95", "mqtt_codec", "mqtt_client", "bg96_socket", "huawei"}, set()),
     ({"modem": ("bg96", "bc660k"), "transports": "socket", "clouds": ("huawei", "enos", "mqtt")},
      {"bg96", "bc660k", "mqtt_codec", "mqtt_client", "bg96_socket", "bc660k_socket", "huawei", "enos",
       "at_transcript"}, {"plain"}),
@@ -229,16 +254,18 @@ def test_root_manifest_is_a_library_manifest_with_metadata_first(tmp_path):
 def test_root_manifest_options_select_what_is_frozen(opts, expect_lib, expect_app):
     m = Manifest().execute(str(ROOT / "manifest.py"), port_manifest=False, **opts)
     assert m.external == []
-    base = {"__init__", "compat", "transport", "at_engine", "quectel", "certs", "timeutil", "cloudsign"}
+    base = {"__init__", "compat", "transport", "at_engine", "modem", "settings", "quectel", "qmt", "certs",
+            "timeutil", "cloudsign"}
     lib = {t[9:-3] for t in m.targets() if t.startswith("cellmqtt/")}
     assert lib == base | expect_lib
     app = {t[4:-3] for t in m.targets() if t.startswith("app/")}
-    assert app == {"__init__", "main", "config", "log", "supervisor", "outbox", "telemetry", "commands"} | expect_app
+    assert app == {"__init__", "main", "wiring", "config", "log", "core", "supervisor", "telemetry", "readers",
+                   "outbox", "record", "dispatcher", "commands"} | expect_app
 
 
 def test_root_manifest_refuses_an_unknown_option_value():
-    with pytest.raises(ManifestError, match="modem.*bg95"):
-        Manifest().execute(str(ROOT / "manifest.py"), modem="bg95")
+    with pytest.raises(ManifestError, match="modem.*sim800"):
+        Manifest().execute(str(ROOT / "manifest.py"), modem="sim800")
     with pytest.raises(ManifestError, match="clouds.*aws"):
         Manifest().execute(str(ROOT / "manifest.py"), clouds=("aws",))
 
@@ -293,7 +320,8 @@ def test_everything_the_firmware_imports_is_frozen_or_refused(board):
     assert problems == []
     other = {"bg96": "cellmqtt.bc660k", "bc660k": "cellmqtt.bg96"}[BOARD_MODEM[board]]
     # exactly these are left out, and the board refuses the configurations that need them (test_config_refusals)
-    assert excluded == {other, "cellmqtt.mqtt_client", "cellmqtt.%s_socket" % BOARD_MODEM[board], "app.plain"}
+    assert excluded == {other, "cellmqtt.bg95", "cellmqtt.mqtt_client", "cellmqtt.%s_socket" % BOARD_MODEM[board],
+                        "app.plain"}
     # and nothing frozen is dead weight: every frozen module is reached from main.py
     assert {module_name(t) for t in targets} - seen == set()
 

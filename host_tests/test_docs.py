@@ -20,10 +20,29 @@ def _keys(d, prefix=""):
             yield prefix + k
 
 
-def test_every_config_key_is_documented():
-    from app.config import SCHEMA
+def declarations():
+    """Every configuration declaration the firmware can compose: the app's, each driver's, each transport's
+    (native dialects and TLS sockets) and each cloud profile's (app.wiring.PROFILES)."""
+    import importlib
 
-    missing = [k for k in _keys(SCHEMA) if "`%s`" % k not in README]
+    from app import config, wiring
+
+    out = [config.CONFIG]
+    for f in sorted((ROOT / "lib" / "cellmqtt").glob("*.py")):
+        if re.search(r"^Driver = ", f.read_text(), re.M):
+            drv = importlib.import_module("cellmqtt." + f.stem).Driver
+            out += [drv.CONFIG, drv.NATIVE.CONFIG]
+            if drv.SOCKET:
+                out.append(getattr(importlib.import_module(drv.SOCKET[0]), drv.SOCKET[1]).CONFIG)
+    for module, name in wiring.PROFILES.values():
+        out.append(getattr(importlib.import_module(module), name).CONFIG)
+    return out
+
+
+def test_every_config_key_is_documented():
+    keys = sorted({k for d in declarations() for k in _keys(d)})
+    assert len(keys) > 60
+    missing = [k for k in keys if "`%s`" % k not in README]
     assert not missing, "config keys missing from README.md: %s" % missing
 
 

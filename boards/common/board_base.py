@@ -1,5 +1,6 @@
 # Shared logic of the MCU boards (boards/esp32_bg96, boards/stm32_bc660k): the Board interface the app and the
-# drivers use (see boards/unix/board.py), built from the constants a board file sets. Installed as
+# drivers use (see boards/unix/board.py), built from the constants a board file sets: pins, the UART, timings,
+# which modem it carries. It knows nothing of clouds or of the configuration beyond modem.baud. Installed as
 # /lib/board_base.py (tools/deploy.py) or frozen next to the board's board.py (its manifest.py).
 #
 # Power lines are driven through an open-collector stage (NPN / N-MOSFET, as Quectel's reference designs
@@ -10,28 +11,10 @@ import asyncio
 from time import sleep_ms, ticks_diff, ticks_ms
 
 import machine
-from app.config import ConfigError, get
-from cellmqtt.quectel import ModemNotResponding
+from cellmqtt.modem import ModemNotResponding
 from micropython import const
 
 _POLL_MS = const(100)  # STATUS poll period while waiting for the module to come up or go down
-
-# What a configuration needs beyond the modem driver: (config key, value, module that must be importable); the
-# socket transport also needs the board's modem's <modem>_socket module (see McuBoard.check)
-_NEEDS = (
-    ("mqtt.transport", "socket", "cellmqtt.mqtt_client"),
-    ("cloud.profile", "huawei", "cellmqtt.huawei"),
-    ("cloud.profile", "enos", "cellmqtt.enos"),
-    ("cloud.profile", "mqtt", "app.plain"),
-)
-
-
-def _has(name):
-    try:
-        __import__(name)
-    except ImportError:
-        return False
-    return True
 
 
 class _Line:
@@ -88,7 +71,7 @@ class McuBoard:
     WDT_MAX_MS = None  # longest timeout machine.WDT accepts on this MCU; None: no limit that matters
 
     def __init__(self, cfg):
-        self.check(cfg)
+        # the app's start-up has checked that cfg is for this board (NAME) and its modem (MODEM)
         self.baud = cfg["modem"]["baud"]
         # outputs first, each created at its inactive level; then the input
         self._pwrkey = _Line(*self.PWRKEY) if self.PWRKEY else None
@@ -97,21 +80,6 @@ class McuBoard:
         if self.STATUS:
             pin, self._on, pull = self.STATUS
             self._status = machine.Pin(pin, machine.Pin.IN, pull)
-
-    def check(self, cfg):
-        """Refuse (ConfigError -> safe mode) a configuration this board and this firmware cannot run."""
-        if cfg.get("board") != self.NAME:
-            raise ConfigError("board", "this firmware runs on %s" % self.NAME)
-        if get(cfg, "modem.type") != self.MODEM:
-            raise ConfigError("modem.type", "this board carries a %s" % self.MODEM)
-        for key, value, module in _NEEDS + (("mqtt.transport", "socket", "cellmqtt.%s_socket" % self.MODEM),):
-            if get(cfg, key) == value and not _has(module):
-                raise ConfigError(key, "%s needs %s, which this firmware does not contain" % (value, module))
-        if get(cfg, "cloud.profile") == "enos" and get(cfg, "cloud.enos.signmethod") == "sha1":
-            import hashlib
-
-            if not hasattr(hashlib, "sha1"):  # ports built without SSL (most STM32 boards) have SHA-256 only
-                raise ConfigError("cloud.enos.signmethod", "sha1 is not in this firmware's hashlib; use sha256")
 
     def uart(self):
         # timeout=0: reads return what is buffered, which is what the asyncio stream expects after poll

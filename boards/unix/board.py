@@ -76,6 +76,8 @@ class Board:
     """The board interface drivers use. ``pins`` are absent here: power_on/reset report that they did
     nothing, so the driver falls back to AT+CFUN=1,1 / AT+QRST=1 and to probing with AT."""
 
+    NAME = "unix"  # the config's "board" value
+    MODEM = None  # any modem (a USB modem or the emulator)
     name = "unix"
     has_power_lines = False
 
@@ -112,6 +114,9 @@ class Board:
 
     def watchdog(self, timeout_ms):
         return None  # the unix port has no hardware watchdog
+
+    def readers(self):
+        return {}  # no sensors of its own
 
     def reboot(self):
         # "reboot" command on a PC: end the process with EX_TEMPFAIL so a service manager restarts it

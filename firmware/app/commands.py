@@ -1,8 +1,10 @@
-# Cloud commands: a registry of handlers, and the built-in ones (status, set_interval, reboot).
+# Cloud commands: a registry of handlers, and the built-in ones (status, set_interval, reboot, set, get).
 #
 # A handler is fn(app, params) -> body (a dict, or None) and raises CommandError to fail with a message.
-# Names are the cloud's command names: Huawei legacy "cmd", IoTDA "command_name", EnOS service id; EnOS
-# measure-point set/get map onto "set" / "get".
+# Command.job picks the handler (cellmqtt.cloudsign): RUN runs the handler named like the cloud's command
+# (Huawei legacy "cmd", IoTDA "command_name", EnOS service id); SET and GET run "set" / "get" (EnOS
+# measure-point set/get, IoTDA properties set/get).
+from cellmqtt import cloudsign as cs
 
 
 class CommandError(Exception):
@@ -36,8 +38,8 @@ def reboot(app, params):
     return {"rebooting": True}
 
 
-def measurepoint_set(app, params):
-    # EnOS measure-point set: the writable point is "interval"
+def values_set(app, params):
+    # set values: the writable one is "interval"
     if not isinstance(params, dict) or not params:
         raise CommandError("nothing to set")
     unknown = [k for k in params if k != "interval"]
@@ -46,25 +48,28 @@ def measurepoint_set(app, params):
     return set_interval(app, params) and {}
 
 
-def measurepoint_get(app, params):
-    vals = dict(app.last_sample)
-    vals["interval"] = app.interval
+def values_get(app, params):
+    vals = dict(app.telemetry.last_sample)
+    vals["interval"] = app.telemetry.interval
     if not params:
         return vals
     return {k: vals[k] for k in params if k in vals}
 
 
+_BY_JOB = {cs.SET: "set", cs.GET: "get"}
+
+
 class Registry:
     def __init__(self):
-        self.handlers = {"status": status, "set_interval": set_interval, "reboot": reboot,
-                         "measurepoint_set": measurepoint_set, "measurepoint_get": measurepoint_get}
+        self.handlers = {"status": status, "set_interval": set_interval, "reboot": reboot, "set": values_set,
+                         "get": values_get}
 
     def add(self, name, fn):
         self.handlers[name] = fn
 
     def run(self, app, cmd):
         """(ok, body or error text) for a parsed cloud Command."""
-        name = cmd.kind if cmd.kind in ("measurepoint_set", "measurepoint_get") else cmd.name
+        name = _BY_JOB.get(cmd.job, cmd.name)
         fn = self.handlers.get(name)
         if fn is None:
             return False, "unknown command %s" % name

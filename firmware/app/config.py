@@ -1,104 +1,38 @@
 # Configuration: one JSON file on flash (config.json) plus an optional secrets file (secrets.json) with the
-# same shape, merged over it. Every key has a default here; unknown keys, wrong types and out-of-range values
-# are refused with a ConfigError that names the key (never its value: it may be a secret).
+# same shape, merged over it. Each component declares the keys it reads (cellmqtt.settings): the app's own keys
+# are below, the modem driver's, the transport's and the cloud profile's are composed in by validate(), so
+# every key has its default in one place. Unknown keys, wrong types and out-of-range values are refused with a
+# ConfigError that names the key (never its value: it may be a secret). Every key: README "Configuration".
 import json
 
-# Schema: a default value gives the type (bool, int, float, str, list); a tuple is a choice (first = default;
-# None first: optional, default None); a type object is an optional value of that type (default None); REQ marks
-# a required string; a dict is a nested section. Every key is documented in README.md ("Configuration").
-REQ = "<required>"
-SCHEMA = {
+from cellmqtt.settings import REQ, ConfigError, check, compose, get  # noqa: F401 -- ConfigError, get: re-exported
+
+from app.wiring import PROFILE_NAMES, parts
+
+# The app's own keys (the supervisor, the telemetry pipeline, the board's UART, the logger)
+CONFIG = {
     "board": "unix",
-    "modem": {
-        "type": ("bg96", "bc660k"),
-        "port": str,  # unix port: the tty of the modem (or the emulator's pty)
-        "baud": 115200,
-        "pin": str,
-        "apn": "",
-        "apn_user": "",
-        "apn_pass": "",
-        "apn_auth": 0,
-        "pdp_cid": 1,
-        "scan": (None, "auto", "lte", "gsm"),
-        "rat": (None, "m1", "nb1", "m1+nb1"),
-        "bands": dict,
-        "register_timeout_s": 180,
-        "ntp_server": "pool.ntp.org",
-        "ntp_port": 123,
-        "cmee": 1,
-        "sleep": True,
-        "wake_idle_ms": 1000,
-        "psm": dict,
-        "edrx": str,
-    },
-    "tls": {
-        "enabled": True,
-        "dir": "certs",
-        "ca": "ca.pem",
-        "cert": str,
-        "key": str,
-        "seclevel": int,
-        "version": 3,
-        "ciphers": "0xFFFF",
-        "ignore_time": False,
-        "negotiate_s": int,
-        "ctx": 1,
-        "dataformat": [0, 1],
-    },
-    "mqtt": {
-        "host": REQ,
-        "port": 8883,
-        "transport": ("native", "socket"),
-        "client": 0,
-        "socket": 1,
-        "keepalive": 120,
-        "clean": True,
-        "qos": 1,
-        "pkt_timeout_s": int,
-        "retries": int,
-        "inline": True,
-    },
-    "cloud": {
-        "profile": ("huawei", "enos", "mqtt"),
-        "huawei": {"device_id": str, "secret": str, "id_type": 0, "api": ("legacy", "iotda"), "codec": ("json", "binary"),
-                   "service_id": "Telemetry", "sig_type": ("auto", "0", "1")},
-        "enos": {"product_key": str, "device_key": str, "device_secret": str, "product_secret": str, "client_id": str,
-                 "signmethod": ("sha256", "sha1"), "upper": True},
-        "mqtt": {"client_id": str, "username": str, "password": str, "telemetry_topic": str, "command_topic": str},
-    },
-    "telemetry": {"interval_s": 60, "readings": ["demo", "signal", "uptime", "outbox"], "health_every": 1},
-    "outbox": {"dir": "outbox", "max_bytes": 32768, "max_records": 500},
-    "backoff": {"min_s": 5, "max_s": 900, "jitter": 0.25},
-    "log": {"level": ("info", "debug", "warn", "error"), "file": str, "file_max": 8192, "file_keep": 2},
-    "watchdog_s": 300,
+    "modem": {"type": "bg96", "port": str, "baud": (115200, 9600, 921600)},
+    "mqtt": {"host": REQ, "port": (8883, 1, 65535), "transport": ("native", "socket"), "keepalive": (120, 30, 1200),
+             "clean": True, "qos": (1, 0, 1)},
+    "cloud": {"profile": PROFILE_NAMES},
+    "telemetry": {"interval_s": (60, 1, 86400), "readings": ["demo", "signal", "uptime", "outbox"],
+                  "health_every": (1, 1, 1000)},
+    "outbox": {"dir": "outbox", "max_bytes": (32768, 1024, 4194304), "max_records": (500, 1, 2000)},
+    "backoff": {"min_s": (5, 1, 3600), "max_s": (900, 1, 86400), "jitter": (0.25, 0.0, 1.0)},
+    "log": {"level": ("info", "debug", "warn", "error"), "file": str, "file_max": (8192, 1024, 1048576),
+            "file_keep": (2, 0, 10)},
+    "watchdog_s": (300, 0, 3600),
     "state_dir": "state",
 }
 
-# (key, low, high) for numbers that must stay in range
-RANGES = (
-    ("modem.baud", 9600, 921600), ("modem.apn_auth", 0, 3), ("modem.pdp_cid", 0, 16), ("modem.cmee", 1, 2),
-    ("modem.register_timeout_s", 10, 3600), ("modem.ntp_port", 1, 65535), ("modem.wake_idle_ms", 0, 60000),
-    ("tls.seclevel", 0, 2), ("tls.version", 0, 4), ("tls.negotiate_s", 10, 300), ("tls.ctx", 0, 5),
-    ("mqtt.port", 1, 65535), ("mqtt.client", 0, 5), ("mqtt.socket", 0, 11), ("mqtt.keepalive", 30, 1200),
-    ("mqtt.qos", 0, 1), ("mqtt.pkt_timeout_s", 1, 60), ("mqtt.retries", 0, 10),
-    ("telemetry.interval_s", 1, 86400), ("telemetry.health_every", 1, 1000),
-    ("outbox.max_bytes", 1024, 4194304), ("outbox.max_records", 1, 2000),
-    ("backoff.min_s", 1, 3600), ("backoff.max_s", 1, 86400), ("backoff.jitter", 0, 1),
-    ("log.file_max", 1024, 1048576), ("log.file_keep", 0, 10), ("watchdog_s", 0, 3600),
-    ("cloud.huawei.id_type", 0, 2),
-)
-# What each cloud profile needs (besides the always-required keys)
-NEEDS = {"huawei": ("device_id", "secret"), "enos": ("product_key", "device_key"), "mqtt": ("client_id",)}
-SECRET_KEYS = ("modem.pin", "modem.apn_pass", "cloud.huawei.secret", "cloud.enos.device_secret",
-               "cloud.enos.product_secret", "cloud.mqtt.password")
 
-
-class ConfigError(ValueError):
-    """A bad configuration value; ``key`` is its dotted name (e.g. "mqtt.port")."""
-
-    def __init__(self, key, why):
-        super().__init__("config %s: %s" % (key, why))
-        self.key = key
+def schema(raw):
+    """The schema of a raw configuration: the app's keys and those of the modem driver, the transport and
+    the cloud profile it selects. (Other clouds' sections are passed through unchecked.)"""
+    drv, tr, sock, prof = parts(raw)
+    decls = [CONFIG, drv.CONFIG, tr.CONFIG if sock is None else sock.CONFIG, prof.CONFIG]
+    return compose(*decls)
 
 
 def _merge(base, over):
@@ -109,77 +43,24 @@ def _merge(base, over):
             base[k] = v
 
 
-def _check(schema, given, path):
-    out = {}
-    if not isinstance(given, dict):
-        raise ConfigError(path[:-1] or "(top)", "must be an object")
-    for k in given:
-        if k not in schema:
-            raise ConfigError(path + k, "unknown key")
-    for k, spec in schema.items():
-        key = path + k
-        v = given.get(k)
-        if isinstance(spec, dict):
-            out[k] = _check(spec, {} if v is None else v, key + ".")
-            continue
-        if v is None:
-            if spec is REQ:
-                raise ConfigError(key, "is required")
-            out[k] = spec[0] if isinstance(spec, tuple) else (None if isinstance(spec, type) else spec)
-            continue
-        if isinstance(spec, tuple):
-            if v not in spec:
-                raise ConfigError(key, "must be one of " + ", ".join(x for x in spec if x))
-        else:
-            want = spec if isinstance(spec, type) else (str if spec is REQ else type(spec))
-            ok = isinstance(v, want) and (want is bool or not isinstance(v, bool))
-            if want is float and isinstance(v, int) and not isinstance(v, bool):
-                ok = True
-            if not ok:
-                raise ConfigError(key, "must be " + _type_name(want))
-            if want is str and not v and spec is REQ:
-                raise ConfigError(key, "is required")
-        out[k] = v
-    return out
-
-
-def _type_name(t):
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "an object"}.get(t, "valid")
-
-
-def get(cfg, key):
-    v = cfg
-    for part in key.split("."):
-        v = v.get(part) if isinstance(v, dict) else None
-    return v
-
-
 def validate(raw):
     """The complete configuration (defaults filled in) from a parsed config dict, or ConfigError."""
-    cfg = _check(SCHEMA, raw, "")
-    for key, lo, hi in RANGES:
-        v = get(cfg, key)
-        if v is not None and not lo <= v <= hi:
-            raise ConfigError(key, "must be between %s and %s" % (lo, hi))
-    prof = cfg["cloud"]["profile"]
-    for k in NEEDS[prof]:
-        if not get(cfg, "cloud.%s.%s" % (prof, k)):
-            raise ConfigError("cloud.%s.%s" % (prof, k), "is required for the %s profile" % prof)
-    if prof == "enos":
-        e = cfg["cloud"]["enos"]
-        if not e["device_secret"] and not e["product_secret"]:
-            raise ConfigError("cloud.enos.device_secret", "or cloud.enos.product_secret is required")
-    t = cfg["tls"]
-    if t["enabled"] and (t["cert"] is None) != (t["key"] is None):
-        raise ConfigError("tls.key" if t["key"] is None else "tls.cert", "a client certificate needs both tls.cert and tls.key")
-    df = t["dataformat"]
-    if len(df) != 2 or df[0] not in (0, 1) or df[1] not in (0, 1):
-        raise ConfigError("tls.dataformat", "must be [send, recv] with 0 (text) or 1 (hex)")
+    if not isinstance(raw, dict):
+        raise ConfigError("(top)", "must be an object")
+    drv, tr, sock, prof = parts(raw)
+    cloud = raw.get("cloud")
+    others = {k: v for k, v in cloud.items() if k != "profile" and k not in prof.CONFIG["cloud"]} \
+        if isinstance(cloud, dict) else {}
+    if others:  # the sections of clouds not in use: kept as they are
+        raw = dict(raw, cloud={k: v for k, v in cloud.items() if k not in others})
+    cfg = check(schema(raw), raw)
+    cfg["cloud"].update(others)
     if cfg["backoff"]["min_s"] > cfg["backoff"]["max_s"]:
         raise ConfigError("backoff.min_s", "must not exceed backoff.max_s")
-    if cfg["modem"]["type"] == "bc660k":
-        cfg["modem"]["pdp_cid"] = 0
+    drv.check_config(cfg)
+    if sock is not None:
+        sock.check_config(cfg)
+    prof.from_config(cfg)  # the profile's own checks (secrets present, hashes available, ids usable)
     return cfg
 
 
@@ -229,28 +110,35 @@ def load(path="config.json", secrets_path="secrets.json"):
 
 
 def secrets(cfg):
-    """The secret values in a config, for the logger's redaction."""
+    """The secret values in a config (the keys the driver and the profile declare secret), for the logger's
+    redaction."""
+    drv, _, _, prof = parts(cfg)
     out = []
-    for key in SECRET_KEYS:
+    for key in drv.SECRETS + prof.SECRETS:
         v = get(cfg, key)
         if v:
             out.append(v)
     return out
 
 
-def save_secret(secrets_path, key, value):
-    """Set one dotted key in the secrets file atomically (temporary file + rename): a power cut leaves the old
-    or the new file, never a torn one. Used to persist the EnOS device secret received at activation."""
-    import os
-
-    d = _read_json(secrets_path, False)
+def set_key(d, key, value):
+    """Set a dotted key in a (config) dict, creating the sections on the way."""
     node = d
-    parts = key.split(".")
-    for p in parts[:-1]:
+    names = key.split(".")
+    for p in names[:-1]:
         if not isinstance(node.get(p), dict):
             node[p] = {}
         node = node[p]
-    node[parts[-1]] = value
+    node[names[-1]] = value
+
+
+def save_secret(secrets_path, key, value):
+    """Set one dotted key in the secrets file atomically (temporary file + rename): a power cut leaves the old
+    or the new file, never a torn one. Used to persist the device secret a dynamic activation delivers."""
+    import os
+
+    d = _read_json(secrets_path, False)
+    set_key(d, key, value)
     tmp = secrets_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(d, f)

@@ -1,6 +1,6 @@
-# Start-up: load the configuration, set up logging, build the board and run the application. A bad
-# configuration never bricks the device: the error names the key, the application does not start, and the
-# REPL / mpremote stay usable (safe mode) so the file can be fixed.
+# Start-up: load the configuration, set up logging, check the board, build the parts (app.wiring) and run
+# the application. A bad configuration never bricks the device: the error names the key, the application does
+# not start, and the REPL / mpremote stay usable (safe mode) so the file can be fixed.
 import asyncio
 import os
 
@@ -34,17 +34,28 @@ def setup(config_path="config.json", secrets_path="secrets.json"):
     return cfg
 
 
+def check_board(cfg, board_cls):
+    """Refuse (ConfigError -> safe mode) a configuration this board cannot run: another board's, or another
+    modem than the one it carries (None: any, the unix port)."""
+    if cfg["board"] != board_cls.NAME:
+        raise config.ConfigError("board", "this firmware runs on %s" % board_cls.NAME)
+    if board_cls.MODEM is not None and cfg["modem"]["type"] != board_cls.MODEM:
+        raise config.ConfigError("modem.type", "this board carries a %s" % board_cls.MODEM)
+
+
 def build(cfg, board=None, secrets_path="secrets.json", transcript=None, port=None):
-    from app.supervisor import App, make_modem
+    from app.core import App
+    from app.wiring import build as wire
 
     if board is None:
         import board as board_mod  # the board definition installed next to main.py (boards/<name>/board.py)
 
+        check_board(cfg, board_mod.Board)
         if port:  # unix port: the tty from the command line wins over modem.port (modem.baud still applies)
             cfg["modem"]["port"] = port
         board = board_mod.Board(cfg)
-    modem = make_modem(cfg, board, log.debug, transcript=transcript, state_dir=cfg["state_dir"])
-    return App(cfg, board, log, modem, secrets_path)
+    modem, transport, profile = wire(cfg, board, log, transcript)
+    return App(cfg, board, log, modem, transport, profile, secrets_path)
 
 
 def run(config_path="config.json", secrets_path="secrets.json", board=None, transcript=None, port=None,

@@ -5,14 +5,26 @@
 import json
 
 from cellmqtt.cloudsign import BAD_FIELD, BAD_JSON, TOO_LARGE, UNKNOWN, CloudMessageError, Command
+from cellmqtt.settings import REQ
+
+CONFIG = {"cloud": {"mqtt": {"client_id": REQ, "username": str, "password": str, "telemetry_topic": str,
+                             "command_topic": str}}}
 
 
 class Plain:
+    CONFIG = CONFIG
+    SECRETS = ("cloud.mqtt.password",)
     OK = 0
     FAIL = 1
     TELEMETRY_QOS = 1
     REPLY_QOS = 1
     SUBSCRIBE_REQUIRED = True
+    RATE = (10, 60)  # (connects, window s): a sane cap for any broker
+
+    @classmethod
+    def from_config(cls, cfg):
+        p = cfg["cloud"]["mqtt"]
+        return cls(p["client_id"], p["username"], p["password"], p["telemetry_topic"], p["command_topic"])
 
     def __init__(self, client_id, username=None, password=None, telemetry_topic=None, command_topic=None,
                  max_payload=2048):
@@ -25,6 +37,12 @@ class Plain:
 
     def credentials(self, unix_s, clock_trusted=False):
         return self.client_id, self.username, self.password
+
+    def activation_pending(self):
+        return False
+
+    def telemetry_topic(self):
+        return self.up
 
     def subscriptions(self):
         return [(self.down, 1)]
