@@ -3,46 +3,26 @@
 #
 # One append-only log file <dir>/outbox.bin of records, each a 12-byte header and a payload:
 #   magic 0xA5 | type | payload length (u16 LE) | sample id (u32 LE) | CRC-32 (u32 LE)
-# type: D data (the sample), A acknowledged, X dropped by the size bound (A/X/S carry no payload),
-#       S sid floor: the highest sid issued so far, written (twice) at the start of a compacted log.
+# type: D data (the sample), A acknowledged, X dropped by the size bound (A/X/S/V carry no payload),
+#       S sid floor: the highest sid issued so far, written (twice) at the start of a compacted log,
+#       V format version (in the sid field): the first record of a new or compacted log. A log whose first
+#       record is no V was written before versions existed: format 1, the same records. A log of another
+#       version is never read as damage: it is moved aside (outbox-v<N>.bin), kept and reported.
+# Encoding and decoding a record are pure functions over bytes (put_header, read_header, encode, decode).
 # The CRC-32 covers the payload then the first 8 header bytes; a record is valid when
 # crc32(header, crc32(payload)) is the CRC residue 0x2144DF1C, which needs no slicing to check.
 # A torn or damaged record is skipped and the scan resynchronises at the next magic byte, so damage in the
 # middle never hides the records after it. Compaction writes the live records to outbox.tmp and renames it
 # over the log (atomic on LittleFS and POSIX). See docs/outbox.md for guarantees and their limits.
+# The record format itself is app/record.py: pure functions over bytes, no file I/O.
 import os
-from struct import pack_into as _pack
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+from cellmqtt.compat import const
 
+from app.record import FORMAT, MAGIC, A, D, S, V, X, crc32, encode, put_header, read_header, record_ok
 
-def _crc32_sw(data, crc=0):
-    # Bitwise CRC-32 (zlib polynomial): only for ports built without binascii.crc32; same values.
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
-    return crc ^ 0xFFFFFFFF
-
-
-try:
-    from binascii import crc32
-except ImportError:
-    crc32 = _crc32_sw
-
-_MAGIC = const(0xA5)
-_D = const(0x44)
-_A = const(0x41)
-_X = const(0x58)
-_S = const(0x53)
-_HDR = const(12)
-_FLOORS = const(24)  # two S records at the start of a compacted log
-_RESIDUE = const(0x2144DF1C)
+_HDR = const(12)  # record.HDR
+_FLOORS = const(36)  # the V record and two S records at the start of a compacted log
 _BUF = const(128)
 _BYTES = (bytes, bytearray)  # built once: a tuple literal in append() would be allocated on every call
 
@@ -68,6 +48,17 @@ def _exists(p):
         return False
 
 
+def _version(path):
+    # the format version a log declares in its first record (None: empty, or written before versions existed)
+    f = open(path, "rb")  # noqa: SIM115 -- (no context manager: a port's file object may lack one)
+    try:
+        h = f.read(_HDR)
+    finally:
+        f.close()
+    r = read_header(h) if len(h) == _HDR else None
+    return r[2] if r is not None and r[0] == V and record_ok(h, 0) else None
+
+
 class Outbox:
     def __init__(self, dirpath, max_bytes=32768, max_records=500):
         if max_bytes < 256 or max_records < 1:
@@ -91,6 +82,7 @@ class Outbox:
         self._size = 0  # bytes of the log file
         self._next = 1
         self.appended = self.acked = self.dropped = self.corrupt = self.compactions = 0
+        self.foreign = None  # where a log of another format version was moved (kept, reported)
         self._f = None
         i = 0
         while i >= 0:  # create dirpath and its parents (no os.makedirs on MicroPython)
@@ -109,8 +101,22 @@ class Outbox:
                 os.remove(tmp)  # a compaction cut before its rename: the log is still complete
             else:
                 os.rename(tmp, log)  # cut inside a FAT rename (remove, then rename): the temp file is complete
+        if _exists(log):
+            v = _version(log)
+            if v is not None and v != FORMAT:  # another firmware's format: kept whole, never compacted away
+                n = 0
+                aside = "%s/outbox-v%d.bin" % (self._dir, v)
+                while _exists(aside):
+                    n += 1
+                    aside = "%s/outbox-v%d.%d.bin" % (self._dir, v, n)
+                os.rename(log, aside)
+                self.foreign = aside
         if not _exists(log):
-            open(log, "wb").close()
+            g = open(log, "wb")  # noqa: SIM115 -- (no context manager: a port's file object may lack one)
+            try:
+                _write(g, encode(V, FORMAT))
+            finally:
+                g.close()
             self._dsync()
         self._f = open(log, "r+b", buffering=0)  # noqa: SIM115 -- open for the outbox's lifetime
         self._scan()
@@ -125,18 +131,17 @@ class Outbox:
         while pos + _HDR <= size:
             f.seek(pos)
             f.readinto(h)
-            t = h[1]
-            n = h[2] | h[3] << 8
-            if h[0] == _MAGIC and (n if t == _D else (n == 0 and t in (_A, _X, _S))) and pos + _HDR + n <= size:
+            r = read_header(h)
+            if r is not None and pos + _HDR + r[1] <= size:
+                t, n, sid = r
                 c, m = 0, n
                 while m:
                     k = min(m, _BUF)
                     f.readinto(buf[:k])
                     c = crc32(buf[:k], c)
                     m -= k
-                if crc32(h, c) == _RESIDUE:
-                    sid = h[4] | h[5] << 8 | h[6] << 16 | h[7] << 24
-                    if t == _D:
+                if record_ok(h, c):
+                    if t == D:
                         if sid > last:
                             self._sids.append(sid)
                             self._offs.append(pos)
@@ -145,9 +150,9 @@ class Outbox:
                             last = sid
                         else:
                             bad += _HDR + n  # a valid record out of sid order: never trust it
-                    if t == _S or t == _D:
+                    if t == S or t == D:
                         top = max(top, sid)
-                    else:
+                    elif t != V:
                         i = self._find(sid)
                         if i >= 0:
                             self._pop(i)
@@ -155,7 +160,7 @@ class Outbox:
                     continue
             # No record starts here: resynchronise at the next magic byte in this header.
             i = 1
-            while i < _HDR and h[i] != _MAGIC:
+            while i < _HDR and h[i] != MAGIC:
                 i += 1
             pos += i
             bad += i
@@ -177,7 +182,7 @@ class Outbox:
             self._room(r, 1)
         sid = self._next
         self._next = sid + 1  # consumed even if the write fails: a record that did land keeps a unique id
-        off = self._put(_D, sid, payload)
+        off = self._put(D, sid, payload)
         self._offs.append(off)
         a.append(sid)
         self._lens.append(r - _HDR)
@@ -208,7 +213,7 @@ class Outbox:
             return False
         if self._size + _HDR > self._cap:
             self._compact()
-        self._put(_A, sid)
+        self._put(A, sid)
         a.pop(i)
         self._offs.pop(i)
         self._live -= _HDR + self._lens.pop(i)
@@ -224,7 +229,7 @@ class Outbox:
     def stats(self):
         return {"appended": self.appended, "acked": self.acked, "dropped": self.dropped,
                 "corrupt": self.corrupt, "compactions": self.compactions, "depth": len(self._sids),
-                "bytes": self._size, "live_bytes": self._live, "next_sid": self._next}
+                "bytes": self._size, "live_bytes": self._live, "next_sid": self._next, "foreign": self.foreign}
 
     def close(self):
         if self._f:
@@ -252,7 +257,7 @@ class Outbox:
         f.seek(self._offs[i])
         f.readinto(h)
         p = f.read(self._lens[i])
-        if crc32(h, crc32(p)) == _RESIDUE and h[4] | h[5] << 8 | h[6] << 16 | h[7] << 24 == self._sids[i]:
+        if record_ok(h, crc32(p)) and h[4] | h[5] << 8 | h[6] << 16 | h[7] << 24 == self._sids[i]:
             return self._sids[i], p
         self.corrupt += _HDR + self._lens[i]
         self._pop(i)
@@ -277,22 +282,12 @@ class Outbox:
             self._compact()
             return
         for _ in range(k):
-            self._put(_X, self._sids[0])  # persisted, so a reboot does not revive it
+            self._put(X, self._sids[0])  # persisted, so a reboot does not revive it
             self._pop(0)
             self.dropped += 1
 
     def _head(self, t, sid, payload):
-        # Hot path: at most 11 locals + stack slots, so MicroPython keeps the frame off the heap.
-        h = self._hdr
-        n = len(payload)
-        h[0] = _MAGIC
-        h[1] = t
-        h[2] = n & 0xFF
-        h[3] = n >> 8
-        _pack("<I", h, 4, sid)
-        n = crc32(payload)
-        n = crc32(self._h8, n)
-        _pack("<I", h, 8, n)
+        put_header(self._hdr, t, sid, payload, self._h8)
 
     def _put(self, t, sid, payload=b""):
         # Append one record to the log and make it durable; return its offset.
@@ -331,7 +326,9 @@ class Outbox:
         try:
             g = open(tmp, "wb")  # noqa: SIM115 -- closed in the finally below
             try:
-                self._head(_S, self._next - 1, b"")
+                self._head(V, FORMAT, b"")
+                _write(g, self._hdr)
+                self._head(S, self._next - 1, b"")
                 _write(g, self._hdr)
                 _write(g, self._hdr)
                 for i in range(len(self._sids)):

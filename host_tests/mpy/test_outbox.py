@@ -6,7 +6,9 @@ import os
 import struct
 from binascii import crc32
 
-from app.outbox import Outbox, _crc32_sw
+from app import record
+from app.outbox import Outbox
+from app.record import crc32_sw
 
 # (The 64 KB-heap proof is the SIGKILL test: its MicroPython children run with -X heapsize=64k.)
 TIMEOUT = 120
@@ -23,7 +25,7 @@ def ref_record(data, pos):
         return None
     magic, t, n, sid, _crc = struct.unpack_from("<BBHII", data, pos)
     end = pos + 12 + n
-    if magic != 0xA5 or end > len(data) or chr(t) not in "DAXS" or (n == 0) != (chr(t) != "D"):
+    if magic != 0xA5 or end > len(data) or chr(t) not in "DAXSV" or (n == 0) != (chr(t) != "D"):
         return None
     payload = data[pos + 12:end]
     if crc32(data[pos:pos + 12], crc32(payload)) != 0x2144DF1C:
@@ -105,7 +107,7 @@ def build_history(d):
     recs = ref_records(data)
     assert recs[-1][1] == len(data)  # the whole file is valid records
     kinds = "".join(r[2] for r in recs)
-    assert kinds.startswith("SS") and "D" in kinds and "A" in kinds and "X" in kinds, kinds
+    assert kinds.startswith("VSS") and "D" in kinds and "A" in kinds and "X" in kinds, kinds
     return data, recs
 
 
@@ -148,7 +150,7 @@ def test_bad_input_is_refused_and_loses_nothing(tmp_path_str):
     ob.append(b"keep")
     size = os.stat(d + LOG)[6]
     for bad, exc in (("text", TypeError), (None, TypeError), (123, TypeError), (b"", ValueError),
-                     (b"x" * 477, ValueError)):
+                     (b"x" * 465, ValueError)):
         try:
             ob.append(bad)
         except exc as e:
@@ -159,7 +161,7 @@ def test_bad_input_is_refused_and_loses_nothing(tmp_path_str):
     assert ob.stats()["appended"] == 1 and ob.stats()["next_sid"] == 2
     ob.close()
     ob = Outbox(tmp_path_str + "/big", max_bytes=1024)
-    assert ob.append(b"x" * 476) == 1  # the largest payload for max_bytes=1024: (1024/2 - 24) - 12
+    assert ob.append(b"x" * 464) == 1  # the largest payload for max_bytes=1024: (1024/2 - 36) - 12
     for kw in ({"max_bytes": 255}, {"max_records": 0}):
         try:
             Outbox(tmp_path_str + "/other", **kw)
@@ -228,7 +230,7 @@ def test_sids_never_reused_after_outbox_empties_and_compacts(tmp_path_str):
     assert len(ob) == 0
     data = rd(d + LOG)
     recs = ref_records(data)
-    assert recs[0][2] == "S" and recs[1][2] == "S"  # the floor survives the empty log
+    assert [r[2] for r in recs[:3]] == ["V", "S", "S"]  # the version and the floor survive the empty log
     ob.close()
     ob = Outbox(d, max_bytes=256)
     assert ob.append(b"after") == last + 1
@@ -239,7 +241,7 @@ def test_sids_never_reused_after_outbox_empties_and_compacts(tmp_path_str):
     ob = Outbox(d, max_bytes=256)
     assert len(ob) == 0 and ob.stats()["compactions"] == 1
     ob.close()
-    assert [r[2] for r in ref_records(rd(d + LOG))] == ["S", "S"]
+    assert [r[2] for r in ref_records(rd(d + LOG))] == ["V", "S", "S"]
     ob = Outbox(d, max_bytes=256)
     assert ob.append(b"z") == last + 2
     ob.close()
@@ -268,7 +270,7 @@ def test_max_records_drops_oldest_counts_and_persists(tmp_path_str):
 
 def test_max_bytes_drops_oldest_and_bounds_the_file(tmp_path_str):
     d = tmp_path_str + "/ob"
-    ob = Outbox(d, max_bytes=512)  # unacknowledged data: at most 512/2 - 24 = 232 bytes
+    ob = Outbox(d, max_bytes=512)  # unacknowledged data: at most 512/2 - 36 = 220 bytes
     for i in range(10):
         ob.append(b"%02d" % i + b"y" * 48)  # 62 bytes a record: 3 fit
         assert os.stat(d + LOG)[6] <= 512
@@ -421,7 +423,7 @@ def test_flash_damage_while_running_is_counted_not_fatal(tmp_path_str):
     for i in range(3):
         ob.append(payload(i))
     data = bytearray(rd(d + LOG))
-    off2 = ref_records(bytes(data))[1][0]
+    off2 = ref_records(bytes(data))[2][0]  # after the V record and sample 1
     data[off2 + 14] ^= 0x40  # a payload byte of sample 2 rots on flash while we run
     with open(d + LOG, "r+b") as f:
         f.write(data)
@@ -436,9 +438,9 @@ def test_flash_damage_while_running_is_counted_not_fatal(tmp_path_str):
 def test_software_crc32_matches_binascii():
     data = bytes((i * 37 + 11) & 0xFF for i in range(300))
     for n in (0, 1, 7, 64, 300):
-        assert _crc32_sw(data[:n]) == crc32(data[:n]), n
-    assert _crc32_sw(data[100:], _crc32_sw(data[:100])) == crc32(data)
-    assert _crc32_sw(b"123456789") == 0xCBF43926  # the CRC-32 check value
+        assert crc32_sw(data[:n]) == crc32(data[:n]), n
+    assert crc32_sw(data[100:], crc32_sw(data[:100])) == crc32(data)
+    assert crc32_sw(b"123456789") == 0xCBF43926  # the CRC-32 check value
 
 
 def _alloc(fn):
@@ -476,4 +478,56 @@ def test_peek_and_cycle_allocate_per_record_not_per_outbox(tmp_path_str):
 
     cycle_alloc = _alloc(cycle)
     assert cycle_alloc < 600, cycle_alloc
+    ob.close()
+
+
+# ---- the record format as pure functions, and the format version ----
+
+def test_records_encode_and_decode_as_pure_functions():
+    for t, sid, payload in ((record.D, 7, b'{"t":1}'), (record.A, 7, b""), (record.S, 99, b""), (record.V, 1, b"")):
+        blob = record.encode(t, sid, payload)
+        assert len(blob) == record.HDR + len(payload)
+        assert record.decode(blob) == (t, sid, payload, len(blob))
+        assert ref_record(blob, 0)[2:] == (chr(t), sid, payload)  # the independent reader agrees
+    two = record.encode(record.D, 1, b"a") + record.encode(record.A, 1)
+    first = record.decode(two)
+    assert record.decode(two, first[3])[:2] == (record.A, 1)
+    bad = bytearray(two)
+    bad[12] ^= 0x01  # the payload byte
+    assert record.decode(bytes(bad)) is None
+    assert record.decode(record.encode(record.A, 1, b"")[:11]) is None  # torn
+    assert record.read_header(b"\xa5A\x01\x00" + bytes(8)) is None  # an ack with a payload is no record
+
+
+def test_a_new_log_declares_its_format_and_an_old_one_still_opens(tmp_path_str):
+    d = tmp_path_str + "/ob"
+    ob = Outbox(d)
+    ob.append(b"one")
+    ob.close()
+    recs = ref_records(rd(d + LOG))
+    assert recs[0][2:4] == ("V", record.FORMAT)
+    # a log written before versions existed (no V record) is format 1: read as it is
+    legacy = record.encode(record.D, 5, b"old") + record.encode(record.D, 6, b"older")
+    wr(d + LOG, legacy)
+    ob = Outbox(d)
+    assert everything(ob) == [(5, b"old"), (6, b"older")] and ob.stats()["foreign"] is None
+    assert ob.append(b"new") == 7
+    ob.close()
+
+
+def test_a_log_of_another_format_is_kept_aside_never_compacted(tmp_path_str):
+    d = tmp_path_str + "/ob"
+    Outbox(d).close()
+    future = record.encode(record.V, record.FORMAT + 1) + b"\x00records a newer firmware wrote" * 4
+    wr(d + LOG, future)
+    ob = Outbox(d)
+    aside = ob.stats()["foreign"]
+    assert aside == d + "/outbox-v%d.bin" % (record.FORMAT + 1)
+    assert rd(aside) == future  # every byte kept
+    assert len(ob) == 0 and ob.stats()["corrupt"] == 0  # not taken for damage
+    assert ob.append(b"x") == 1
+    ob.close()
+    wr(d + LOG, future)  # a second such log does not overwrite the first one kept aside
+    ob = Outbox(d)
+    assert ob.stats()["foreign"] == d + "/outbox-v%d.1.bin" % (record.FORMAT + 1) and rd(aside) == future
     ob.close()

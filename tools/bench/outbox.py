@@ -18,6 +18,7 @@ import time
 import micropython
 
 sys.path.insert(0, "firmware")
+sys.path.insert(0, "lib")
 from app.outbox import Outbox
 
 PAYLOAD = b'{"t":1732270000,"temp":21.5,"hum":40.2,"bat":3.71,"rssi":-71,"seq":12345,"pad":"xxxxxxxxxxxxxxx"}'
@@ -62,7 +63,7 @@ def main():
         gc.collect()
         h0 = gc.mem_alloc()
         n = 0
-        while ob.stats()["live_bytes"] + 12 + len(PAYLOAD) <= 32768 // 2 - 24:
+        while ob.stats()["live_bytes"] + 12 + len(PAYLOAD) <= 32768 // 2 - 36:
             ob.append(PAYLOAD)
             n += 1
         gc.collect()
