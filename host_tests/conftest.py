@@ -178,10 +178,12 @@ from services import Service, python_module  # noqa: E402
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
-    """A fresh test PKI (CA, server and device certificates) for the whole run: dict of file paths."""
+    """A fresh test PKI (CA, server and device certificates) for the whole run: dict of file paths. The server
+    certificate names localhost, 127.0.0.1 and iot.test (the end-to-end runs' broker), not broker.test (the
+    driver tests' name, which host-name checks then refuse)."""
     from tools import pki as _pki
 
-    return _pki.generate(tmp_path_factory.mktemp("pki"))
+    return _pki.generate(tmp_path_factory.mktemp("pki"), hosts=_pki.DEFAULT_HOSTS + ("iot.test",))
 
 
 @pytest.fixture

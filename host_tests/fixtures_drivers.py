@@ -12,7 +12,8 @@ from services import Service, python_module
 
 
 def _rules(b):
-    return ["broker.test:8883=127.0.0.1:%d" % b["tls_port"], "broker.test:1883=127.0.0.1:%d" % b["plain_port"]]
+    return ["broker.test:8883=127.0.0.1:%d" % b["tls_port"], "broker.test:1883=127.0.0.1:%d" % b["plain_port"],
+            "iot.test:8883=127.0.0.1:%d" % b["tls_port"]]  # iot.test: the name the server certificate carries
 
 
 def _broker(pki, tmp_path, name, *extra):
@@ -49,6 +50,9 @@ def _variant(profile, **opts):
 
 
 bg96_later = _variant("bg96", firmware="later")
+bg95 = _variant("bg95")
+bg770a = _variant("bg95", firmware="BG770AGLAAR01A05")
+bg95_echo = _variant("bg95", settings={"echo_fixed": 1})
 bg96_pin = _variant("bg96", sim="pin:1234")
 bg96_nosim = _variant("bg96", sim="absent")
 bg96_nonitz = _variant("bg96", no_nitz=True)

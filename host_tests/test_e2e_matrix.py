@@ -142,3 +142,23 @@ def test_enos_faults_respect_the_connect_rate_limit(mkdev):
     conns = d.connections()
     assert all(c["accepted"] for c in conns), conns
     assert "connect rate limit: waiting" in d.fw.log_text()
+
+
+@pytest.mark.parametrize("firmware, cloud, transport", [("BG95M3LAR02A03", "huawei", "native"),
+                                                          ("BG770AGLAAR01A05", "enos", "socket")])
+def test_bg95_family_end_to_end(mkdev, firmware, cloud, transport):
+    # the third modem: its driver module and emulator profile, nothing in the app. The server certificate names
+    # iot.test, and the BG95 family checks the host name (checkhost) and sends SNI.
+    d = mkdev(cloud=cloud, modem="bg95", transport=transport, interval=1, sim_opts={"firmware": firmware})
+    d.start()
+    tel = d.wait_samples(2, timeout=60)
+    command_round_trip(d)
+    d.fault({"action": "qmtstat", "client": 0, "code": 1} if transport == "native" else
+            {"action": "ssl_closed", "client": 1})
+    d.twin.control.wait_for(lambda: len(d.connections()) >= 2, 30, what="a reconnect")
+    tel = d.wait_samples(tel["unique"] + 3, timeout=60)
+    ok, ids = contiguous(tel["samples"])
+    assert ok and not tel["bad"], (ids, tel)
+    assert all(c["tls"] for c in d.connections())
+    st = d.sim.control({"cmd": "ssl"})
+    assert st["ok"] and any(c.get("checkhost") == 1 and c.get("sni") == 1 for c in st["ssl"].values()), st

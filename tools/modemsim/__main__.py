@@ -15,6 +15,7 @@ import tempfile
 
 from . import faults as faultlib
 from .bc660k import Bc660k
+from .bg95 import Bg95
 from .bg96 import Bg96
 from .control import ControlServer
 from .network import Resolver
@@ -22,7 +23,7 @@ from .pty_link import PtyLink
 from .store import Store
 from .transcript import Transcript
 
-PROFILES = {"bg96": Bg96, "bc660k": Bc660k}
+PROFILES = {"bg96": Bg96, "bg95": Bg95, "bc660k": Bc660k}
 
 
 class Options:

@@ -94,6 +94,7 @@ class Bg96(MqttCommands, CommonCommands, Modem):
     MODEL_NAME = "BG96"
     CCLK_QUOTED = True
     CID_MIN, CID_MAX = 1, 16
+    AUTH_MAX = 3
     NTP_NO_PDP = 561
     CME_TEXT = CME_TEXT
     UNSUPPORTED = frozenset({"QRST", "QNBIOTEVENT", "QCGDEFCONT"})
@@ -172,11 +173,11 @@ class Bg96(MqttCommands, CommonCommands, Modem):
     def at_QICSGP(self, c, r):
         defs = dict(self.pdp_defs())
         if c.kind == "test":
-            r.info('+QICSGP: (1-16),(1-3),"APN","USERNAME","PASSWORD",(0-3)')
+            r.info('+QICSGP: (1-%d),(1-3),"APN","USERNAME","PASSWORD",(0-%d)' % (self.CID_MAX, self.AUTH_MAX))
             return
         if c.kind != "write":
             raise AtError()
-        cid = c.int(0, 1, 16)
+        cid = c.int(0, 1, self.CID_MAX)
         if c.n == 1:
             d = defs.get(str(cid), {"type": "IP", "apn": "", "user": "", "pass": "", "auth": 0})
             typ = {"IP": 1, "IPV6": 2, "IPV4V6": 3}.get(d["type"], 1)
@@ -189,14 +190,14 @@ class Bg96(MqttCommands, CommonCommands, Modem):
         apn = c.str(2, default="", maxlen=100)
         user = c.str(3, default="", maxlen=127)
         pw = c.str(4, default="", maxlen=127)
-        auth = c.int(5, 0, 3, default=0)
+        auth = c.int(5, 0, self.AUTH_MAX, default=0)
         defs[str(cid)] = {"type": {1: "IP", 2: "IPV6", 3: "IPV4V6"}[typ], "apn": apn, "user": user, "pass": pw,
                           "auth": auth}
         self.store.set("pdp", defs)
 
     async def at_QIACT(self, c, r):
         if c.kind == "test":
-            r.info("+QIACT: (1-16)")
+            r.info("+QIACT: (1-%d)" % self.CID_MAX)
             return
         if c.kind == "read":
             for cid in sorted(self.pdp_active):
@@ -204,7 +205,7 @@ class Bg96(MqttCommands, CommonCommands, Modem):
             return
         if c.kind != "write":
             raise AtError()
-        cid = c.int(0, 1, 16)
+        cid = c.int(0, 1, self.CID_MAX)
         if cid in self.pdp_active:
             self.ip_error = 561
             raise AtError("already active")  # quectel-bg96.md section 3: ERROR on an active context
@@ -223,11 +224,11 @@ class Bg96(MqttCommands, CommonCommands, Modem):
 
     async def at_QIDEACT(self, c, r):
         if c.kind == "test":
-            r.info("+QIDEACT: (1-16)")
+            r.info("+QIDEACT: (1-%d)" % self.CID_MAX)
             return
         if c.kind != "write":
             raise AtError()
-        cid = c.int(0, 1, 16)
+        cid = c.int(0, 1, self.CID_MAX)
         await self._sleep(self.lat["pdp"] / 2)
         self._deactivate(cid, urc=False)
 
@@ -246,7 +247,7 @@ class Bg96(MqttCommands, CommonCommands, Modem):
     def at_QIDNSCFG(self, c, r):
         if c.kind != "write":
             raise AtError()
-        cid = c.int(0, 1, 16)
+        cid = c.int(0, 1, self.CID_MAX)
         if c.n == 1:
             pri, sec = self.dns.get(cid, ("8.8.8.8", "8.8.4.4"))
             r.info('+QIDNSCFG: %d,"%s","%s"' % (cid, pri, sec))
@@ -528,7 +529,7 @@ class Bg96(MqttCommands, CommonCommands, Modem):
             return
         if c.kind != "write":
             raise AtError()
-        pdp = c.int(0, 1, 16)
+        pdp = c.int(0, 1, self.CID_MAX)
         ctx = c.int(1, 0, 5)
         client = c.int(2, 0, 11)
         host = c.str(3, maxlen=150)

@@ -34,6 +34,7 @@ class CommonCommands:
     MANUFACTURER = "Quectel"
     MODEL_NAME = "BG96"
     CCLK_QUOTED = True
+    CMEE_DEFAULT = 1  # AT+CMEE at power-up and after AT&F (BG96 and BC660K-GL manuals: 1)
     TAC, CI = "1A2B", "01A2B3C4"
 
     # ---- volatile state ----
@@ -57,7 +58,7 @@ class CommonCommands:
     def load_nv_settings(self):
         super().load_nv_settings()
         self.echo = self.store.get("echo", 1)
-        self.cmee = self.store.get("cmee", 1)
+        self.cmee = self.store.get("cmee", self.CMEE_DEFAULT)
 
     def after_boot(self):
         super().after_boot()
@@ -158,11 +159,11 @@ class CommonCommands:
 
     def at_Z(self, c, r):
         self.echo = self.store.get("echo", 1)
-        self.cmee = self.store.get("cmee", 1)
+        self.cmee = self.store.get("cmee", self.CMEE_DEFAULT)
 
     def at_AMP_F(self, c, r):
         self.echo = 1
-        self.cmee = 1
+        self.cmee = self.CMEE_DEFAULT
         self.persist_basic()
 
     def at_AMP_W(self, c, r):

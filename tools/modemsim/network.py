@@ -121,7 +121,7 @@ class TlsParams:
     """What the module's SSL context says, in terms the connector uses."""
 
     def __init__(self, seclevel, ca_pem=None, cert_pem=None, key_pem=None, version=4, ciphers=None,
-                 check_time=None, hostname=None, tmpdir=None):
+                 check_time=None, hostname=None, tmpdir=None, sni=None):
         self.seclevel = seclevel
         self.ca_pem = ca_pem  # bytes or None
         self.cert_pem = cert_pem
@@ -129,7 +129,8 @@ class TlsParams:
         self.version = version  # 0 SSL3, 1 TLS1.0, 2 TLS1.1, 3 TLS1.2, 4 all (<= 1.2)
         self.ciphers = ciphers  # OpenSSL cipher string or None (library default, capped at 1.2)
         self.check_time = check_time  # module time (aware datetime) to check validity against, or None
-        self.hostname = hostname  # name to verify/SNI, or None
+        self.hostname = hostname  # name to verify (and send as SNI), or None
+        self.sni = sni  # name to send as SNI without verifying it, or None
         self.tmpdir = tmpdir
 
 
@@ -250,7 +251,7 @@ def open_connection(resolver, host, port, tls=None, timeout=20.0, fail=None):
     if ctx is None:
         return sock
     try:
-        ssock = ctx.wrap_socket(sock, server_hostname=tls.hostname if tls.hostname else None)
+        ssock = ctx.wrap_socket(sock, server_hostname=tls.hostname or tls.sni or None)
     except ssl.SSLError as e:
         sock.close()
         raise NetError(_classify_ssl_error(e), getattr(e, "reason", None) or str(e)) from None
