@@ -220,7 +220,24 @@ class StreamPipe:
         self._s.close()
 
 
-class Cmd:
+# A Cmd spec is a tuple (small in RAM: every driver declares a few dozen): these are its fields.
+_C_PREFIX = const(0)
+_C_TIMEOUT = const(1)
+_C_FLAGS = const(2)
+_C_GATE = const(3)
+_C_ACK = const(4)
+_C_DATA_MS = const(5)
+_C_FRAME = const(6)
+_C_RETRY = const(7)
+_C_RESULT_MS = const(8)
+_NEED_INFO = const(1)
+_CTRLZ = const(2)
+_CONNECT = const(4)
+_SECRET_DATA = const(8)
+
+
+def Cmd(prefix=None, timeout_ms=300, need_info=False, ctrlz=False, connect=False, gate_ms=0, ack=0,  # noqa: N802
+        data_ms=None, frame=None, secret_data=False, retry=0, result_ms=15000):
     """How one kind of AT command runs: declared once (at import, or per client when a prefix names the
     client) and passed with every call, ``await at.cmd(b"AT+CSQ", CSQ)``. A call site then names only the
     line, the spec and the data.
@@ -238,21 +255,9 @@ class Cmd:
     retry       resend this many times when the module stayed completely silent (a lost first byte)
     result_ms   cmd_result(): the wait for the result line
     """
-
-    def __init__(self, prefix=None, timeout_ms=300, need_info=False, ctrlz=False, connect=False, gate_ms=0, ack=0,
-                 data_ms=None, frame=None, secret_data=False, retry=0, result_ms=15000):
-        self.prefix = prefix
-        self.timeout = timeout_ms
-        self.need_info = need_info
-        self.ctrlz = ctrlz
-        self.connect = connect
-        self.gate = gate_ms
-        self.ack = ack
-        self.data_timeout = data_ms or timeout_ms
-        self.frame = frame
-        self.secret_data = secret_data
-        self.retry = retry
-        self.result_ms = result_ms
+    return (prefix, timeout_ms, (_NEED_INFO if need_info else 0) | (_CTRLZ if ctrlz else 0) |
+            (_CONNECT if connect else 0) | (_SECRET_DATA if secret_data else 0), gate_ms, ack,
+            data_ms or timeout_ms, frame, retry, result_ms)
 
 
 PLAIN = Cmd()  # a command answered by OK within 300 ms, no information line expected
@@ -272,10 +277,10 @@ class _Pending:
         self.cmd = cmd
         self.spec = spec
         self.block = block
-        self.prefix = spec.prefix
-        self.need_info = spec.need_info
-        self.frame = spec.frame
-        self.connect = spec.connect
+        self.prefix = spec[_C_PREFIX]
+        self.need_info = spec[_C_FLAGS] & _NEED_INFO
+        self.frame = spec[_C_FRAME]
+        self.connect = spec[_C_FLAGS] & _CONNECT
         self.secrets = secrets
         self.lines = None  # created at the first information line
         self.echo = True  # the echo of this command may still come (URCs can precede it)
@@ -482,7 +487,7 @@ class AtEngine:
                         if self._echo_i == len(e):
                             self._echo = None
                             if self.transcript:
-                                self.transcript.rx(b"<echo: %d bytes>" % len(e) if p.spec.secret_data
+                                self.transcript.rx(b"<echo: %d bytes>" % len(e) if p.spec[_C_FLAGS] & _SECRET_DATA
                                                    else redact(bytes(e), p.secrets))
                         continue
                     else:
@@ -632,7 +637,7 @@ class AtEngine:
                     # says): dropped and counted; a secret block's echo never reaches the transcript
                     self.echoed += 1
                     if self.transcript:
-                        self.transcript.rx(b"<echo: %d bytes>" % len(line) if p.spec.secret_data
+                        self.transcript.rx(b"<echo: %d bytes>" % len(line) if p.spec[_C_FLAGS] & _SECRET_DATA
                                            else redact(line, p.secrets))
                     continue
                 if self.transcript:
@@ -799,7 +804,7 @@ class AtEngine:
         secrets     byte strings to redact from the transcript, the log and errors.
         Raises AtCommandError/CmeError/CmsError/SendFailed with the modem's reason, AtTimeout, AtClosed.
         """
-        if spec.ctrlz and data is not None and (data.find(CTRL_Z) >= 0 or data.find(ESC) >= 0):
+        if spec[_C_FLAGS] & _CTRLZ and data is not None and (data.find(CTRL_Z) >= 0 or data.find(ESC) >= 0):
             raise ValueError("data holds Ctrl-Z or Esc: it cannot be sent in the Ctrl-Z form")
         if self.closed:
             raise self.closed
@@ -816,7 +821,7 @@ class AtEngine:
             if self._desync:
                 await self._resync_locked()
             p = self._p
-            retry = spec.retry
+            retry = spec[_C_RETRY]
             while True:
                 p.reset(command, spec, data, secrets)
                 await self._run(p)
@@ -826,7 +831,7 @@ class AtEngine:
                 self._report("no answer at all to %s: retrying" % _text(redact(command, secrets)))
                 if self.wake is not None:
                     await self.wake(self)
-            return self._result(p, command, secrets, spec.timeout)
+            return self._result(p, command, secrets, spec[_C_TIMEOUT])
         finally:
             self._busy = False
             self._free.set()
@@ -840,7 +845,7 @@ class AtEngine:
         p = self._p
         p.reset(command, spec, None, ())
         await self._run(p)
-        return self._result(p, command, (), spec.timeout, mark=False)
+        return self._result(p, command, (), spec[_C_TIMEOUT], mark=False)
 
     async def _resync_locked(self):
         cmd = self._resync_cmd
@@ -860,9 +865,9 @@ class AtEngine:
         command = p.cmd
         secrets = p.secrets
         spec = p.spec
-        timeout_ms = spec.timeout
+        timeout_ms = spec[_C_TIMEOUT]
         data = p.block
-        ctrlz = spec.ctrlz
+        ctrlz = spec[_C_FLAGS] & _CTRLZ
         if data is not None:
             p.state = _S_PROMPT
         self._pending = p
@@ -884,16 +889,16 @@ class AtEngine:
                 p.ev.clear()
                 if p.expired or p.final:
                     return  # timed out, or an error instead of the prompt
-                if spec.gate:
-                    await sleep_ms(spec.gate)
+                if spec[_C_GATE]:
+                    await sleep_ms(spec[_C_GATE])
                 p.data = data
                 self._echo = data or None
                 self._echo_i = 0
-                await self._send_data(p, data, ctrlz, spec.ack, spec.secret_data, spec.data_timeout)
+                await self._send_data(p, data, ctrlz, spec[_C_ACK], spec[_C_FLAGS] & _SECRET_DATA, spec[_C_DATA_MS])
                 if p.final:
                     return
                 if not p.ev.is_set():
-                    self._arm(p, spec.data_timeout)
+                    self._arm(p, spec[_C_DATA_MS])
                     await p.ev.wait()
                     p.deadline = None
                 p.ev.clear()
@@ -1009,7 +1014,7 @@ class AtEngine:
         except BaseException:
             self.cancel(w)
             raise
-        return lines, await self.wait(w, spec.result_ms)
+        return lines, await self.wait(w, spec[_C_RESULT_MS])
 
     async def wait_urc(self, prefix, timeout_ms):
         """Wait for the next unsolicited line starting with ``prefix`` (e.g. b"RDY")."""

@@ -11,11 +11,11 @@ from cellmqtt import qmt, quectel
 from cellmqtt.at_engine import AtCommandError, AtError, AtTimeout, Cmd, args, first, quote, to_int
 from cellmqtt.compat import ticks_diff, ticks_ms
 from cellmqtt.qmt import ModuleRefused, NativeMqtt
-from cellmqtt.settings import ConfigError, compose, section
+from cellmqtt.settings import ConfigError, section
 from cellmqtt.transport import NetworkError
 
 # What the BC660K-GL reads beyond the shared Quectel keys (README "Configuration")
-CONFIG = compose(quectel.CONFIG, {
+CONFIG = (quectel.CONFIG, {
     "modem": {"sleep": True, "wake_idle_ms": (1000, 0, 60000), "psm": dict, "edrx": str},
     "tls": {"version": (3, 1, 4), "negotiate_s": (90, 10, 300)},
 })

@@ -8,9 +8,8 @@
 #   answer OK and +QMTPUB in one burst (the engine matches by prefix either way).
 from cellmqtt import quectel
 from cellmqtt.bg96 import Bg96, Bg96Mqtt
-from cellmqtt.settings import compose
 
-CONFIG = compose(quectel.CONFIG, {
+CONFIG = (quectel.CONFIG, {
     "modem": {"pdp_cid": (1, 1, 5), "apn_user": "", "apn_pass": "", "apn_auth": (0, 0, 2),
               "scan": (None, "auto", "lte", "gsm"), "rat": (None, "m1", "nb1", "m1+nb1"), "bands": dict},
     "tls": {"version": (3, 0, 4), "ciphers": "0xFFFF", "negotiate_s": (300, 10, 300), "ctx": (1, 0, 5),

@@ -8,11 +8,10 @@ from cellmqtt import quectel
 from cellmqtt.at_engine import AtCommandError, AtError, Cmd, CmeError, args, first, quote, to_int
 from cellmqtt.certs import checksum
 from cellmqtt.qmt import ModuleRefused, NativeMqtt
-from cellmqtt.settings import compose
 from cellmqtt.transport import DnsError, MqttError, NetworkError, TlsError
 
 # What the BG96 reads beyond the shared Quectel keys (README "Configuration")
-CONFIG = compose(quectel.CONFIG, {
+CONFIG = (quectel.CONFIG, {
     "modem": {"pdp_cid": (1, 1, 16), "apn_user": "", "apn_pass": "", "apn_auth": (0, 0, 3),
               "scan": (None, "auto", "lte", "gsm"), "rat": (None, "m1", "nb1", "m1+nb1"), "bands": dict},
     "tls": {"version": (3, 0, 4), "ciphers": "0xFFFF", "negotiate_s": (300, 10, 300), "ctx": (1, 0, 5)},

@@ -86,7 +86,7 @@ class NativeMqtt:
         self.sent_connect = False
         self._on_message = None
         self._connected = False
-        self._maybe_open = not modem.fresh  # a client may be left open from before an MCU reset
+        self._maybe_open = None  # None: unknown until the first connect (after bring-up: is the module fresh?)
         self._configured = None  # (keepalive, clean, modem resets) the QMTCFG settings were made for
         self._qtopics = {}  # topic -> quoted bytes
         self._lost = asyncio.Event()
@@ -122,6 +122,8 @@ class NativeMqtt:
 
     def _on_modem(self, kind, value):
         # (a PDP deactivation closes the session too, but the module reports that itself with +QMTSTAT)
+        if kind == md.RESET:
+            self._maybe_open = False  # a boot closes every client
         if kind in (md.RESET, md.DOWN, md.CLOSED):
             self._set_lost(LinkLost("the modem %s" % ("restarted" if kind == md.RESET else "powered down"
                                                        if kind == md.DOWN else "driver was closed"), 0, MODULE))
@@ -242,6 +244,8 @@ class NativeMqtt:
         self._reason = None
         self._lost.clear()
         self.sent_connect = False
+        if self._maybe_open is None:  # the first connect since the MCU started: a client may be left open
+            self._maybe_open = not self.m.fresh
         if self._maybe_open:  # first: an open client locks its settings (BC660K-GL: +CME ERROR: 3)
             try:
                 lines = await self._cmd(b"AT+QMTOPEN?", self._q_open)

@@ -2,7 +2,8 @@
 # (type, range, default: once), the app composes the declarations into one schema and validates the config
 # files against it. A library user who builds a driver directly gets the declared defaults from section().
 #
-# A declaration is a dict of sections (nested dicts) of key specs:
+# A declaration is a dict of sections (nested dicts) of key specs, or a tuple of such dicts (layers: a driver
+# declares its own keys on top of its base's without building a merged copy at import):
 #   115200              a default value: its type is the key's type (bool, int, float, str, list)
 #   (115200, 9600, 921600)  a number with a range: (default, low, high); default None = optional
 #   ("bg96", "bc660k")  a choice: one of these strings, the first is the default (None first: optional)
@@ -33,10 +34,12 @@ def default(spec):
 
 
 def compose(*decls):
-    """One schema from several declarations; a key declared twice must be declared the same way."""
+    """One schema from several declarations (dicts or tuples of layers); a key declared twice must be declared
+    the same way."""
     out = {}
     for d in decls:
-        _union(out, d, "")
+        for layer in d if isinstance(d, tuple) else (d,):
+            _union(out, layer, "")
     return out
 
 
@@ -61,9 +64,10 @@ def section(config, name, decl):
     given = config.get(name) if config else None
     given = given if isinstance(given, dict) else {}
     out = {}
-    for k, spec in decl[name].items():
-        v = given.get(k)
-        out[k] = default(spec) if v is None and not isinstance(spec, dict) else v
+    for layer in decl if isinstance(decl, tuple) else (decl,):
+        for k, spec in layer.get(name, {}).items():
+            v = given.get(k)
+            out[k] = default(spec) if v is None and not isinstance(spec, dict) else v
     return out
 
 
