@@ -17,8 +17,8 @@ from services import ROOT
 
 from tools.cloudtwin.control import TwinControl, TwinControlError
 
-HW = {"devices": [{"device_id": "dev1", "secret": "hw-secret-123"}]}
-ENOS = {"products": [{"product_key": "pk", "product_secret": "product-secret-456", "dynamic": True}],
+HW = {"model": {"services": {"Meter": {"temp": "decimal"}, "M": {"v": "int"}, "Switch": {"on": "int"}}}, "devices": [{"device_id": "dev1", "secret": "hw-secret-123"}]}
+ENOS = {"model": {"measurepoints": {"temp": "float", "t": "int"}}, "products": [{"product_key": "pk", "product_secret": "product-secret-456", "dynamic": True}],
         "devices": [{"product_key": "pk", "device_key": "dk"}]}
 
 

@@ -155,16 +155,20 @@ def test_keepalive_bounds():
 
 # ---- registry -------------------------------------------------------------------------------------------
 
+HW_MODEL = {"services": {"S": {"v": "int"}}}
+EN_MODEL = {"measurepoints": {"v": "int"}}
+
+
 def test_registry_loads_both_clouds(tmp_path):
-    hw = parse({"devices": [{"device_id": H_ID, "secret": "s"}]}, "huawei")
+    hw = parse({"model": HW_MODEL, "devices": [{"device_id": H_ID, "secret": "s"}]}, "huawei")
     assert hw[H_ID].secret == "s"
-    en = parse({"products": [{"product_key": "pk", "product_secret": "ps", "dynamic": True}],
+    en = parse({"model": EN_MODEL, "products": [{"product_key": "pk", "product_secret": "ps", "dynamic": True}],
                 "devices": [{"product_key": "pk", "device_key": "d1"},
                             {"product_key": "static", "device_key": "d2", "device_secret": "x"}]}, "enos")
     assert en["d1"].device_secret is None and en["d1"].product.dynamic
     assert en["d2"].product_key == "static" and not en["d2"].product.dynamic
     p = tmp_path / "d.json"
-    p.write_text(json.dumps({"devices": [{"device_id": "a", "secret": "b"}]}))
+    p.write_text(json.dumps({"model": HW_MODEL, "devices": [{"device_id": "a", "secret": "b"}]}))
     assert list(load(str(p), "huawei")) == ["a"]
 
 
@@ -181,6 +185,7 @@ def test_registry_loads_both_clouds(tmp_path):
                           {"product_key": "b", "device_key": "d", "device_secret": "s"}]}, "unique"),
 ])
 def test_registry_errors_name_the_field_not_the_secret(cloud, data, words):
+    data = dict(data, model=HW_MODEL if cloud == "huawei" else EN_MODEL)
     with pytest.raises(DevicesFileError) as e:
         parse(data, cloud)
     assert words in str(e.value)

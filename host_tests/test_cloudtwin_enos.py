@@ -19,6 +19,7 @@ DK_STATIC, DS_STATIC = "dkStatic", "deviceSecretStatic"
 DK_NEW = "dkNew"  # dynamic, not activated yet
 DK_OTHER, DS_OTHER = "dkOther", "deviceSecretOther"  # dynamic, already activated
 DEVICES = {
+    "model": {"measurepoints": {"temp": "float", "t": "int"}},
     "products": [{"product_key": PK_DYN, "product_secret": PS_DYN, "dynamic": True},
                  {"product_key": PK_STATIC, "product_secret": "staticProductSecret", "dynamic": False}],
     "devices": [{"product_key": PK_STATIC, "device_key": DK_STATIC, "device_secret": DS_STATIC},
@@ -236,9 +237,46 @@ def test_command_to_an_offline_device_waits_for_its_connect(twin):
         twin.control.command(DK_STATIC, kind="reboot")
 
 
+def test_post_reply_goes_only_to_a_device_subscribed_to_it(twin):
+    # enos-device-sdk-java MqttConnection: without the subscription "broker thinks that we are not interested in
+    # the response and won't send it to us"
+    d, _ = login(twin)
+    post_topic = sys_topic(PK_STATIC, DK_STATIC, "thing/measurepoint/post")
+    d.publish(post_topic, post("1"))
+    twin.control.wait_samples(DK_STATIC, 1)
+    d.no_message(0.3)  # taken, but no reply
+    assert d.subscribe(post_topic + "_reply") == [1]
+    d.publish(post_topic, post("2"))
+    assert d.wait_json(topic=post_topic + "_reply")[1] == {"id": "2", "code": 200, "data": {}}
+
+
+def test_a_post_outside_the_product_model_fails_whole_with_1204(twin):
+    d, _ = login(twin)
+    post_topic = sys_topic(PK_STATIC, DK_STATIC, "thing/measurepoint/post")
+    d.subscribe(post_topic + "_reply", post_topic + "/batch_reply")
+    d.publish(post_topic, {"id": "9", "version": "1.0", "method": "thing.measurepoint.post",
+                           "params": {"measurepoints": {"temp": 1.5, "humidity": 40}}})
+    reply = d.wait_json(topic=post_topic + "_reply")[1]
+    assert reply["id"] == "9" and reply["code"] == 1204 and "humidity" in reply["message"]
+    d.publish(post_topic, post("10", temp="warm"))  # the model says float
+    assert d.wait_json(topic=post_topic + "_reply")[1]["code"] == 1204
+    batch = {"id": "b9", "version": "1.0", "method": "thing.measurepoint.post.batch",
+             "params": [{"measurepoints": {"temp": 1}}, {"measurepoints": {"nope": 2}}]}
+    d.publish(post_topic + "/batch", batch)
+    assert d.wait_json(topic=post_topic + "/batch_reply")[1]["code"] == 1204  # the whole batch fails
+    d.publish(post_topic, {"id": "11", "version": "1.0", "method": "thing.measurepoint.post",
+                           "params": {"measurepoints": {"temp": 1.5}, "time": 1700000000}})  # seconds, not ms
+    assert d.wait_json(topic=post_topic + "_reply")[1]["code"] == 1220
+    t = twin.control.telemetry(DK_STATIC)
+    assert t["samples"] == [] and [r["sample_id"] for r in t["rejected"]] == ["9", "10", "b9"]
+    assert all(r["code"] == 1204 for r in t["rejected"])
+
+
 def test_telemetry_replies_and_duplicate_counting(twin):
     d, _ = login(twin)
     post_topic = sys_topic(PK_STATIC, DK_STATIC, "thing/measurepoint/post")
+    event_topic = sys_topic(PK_STATIC, DK_STATIC, "thing/event/alarm/post")
+    d.subscribe(post_topic + "_reply", post_topic + "/batch_reply", event_topic + "_reply")
     for sid in ("1", "2", "2", "3"):
         d.publish(post_topic, post(sid))
         t, reply, _ = d.wait_json(topic=post_topic + "_reply")
@@ -253,7 +291,6 @@ def test_telemetry_replies_and_duplicate_counting(twin):
              "params": [{"measurepoints": {"temp": 1}, "time": 1}, {"measurepoints": {"temp": 2}, "time": 2}]}
     d.publish(post_topic + "/batch", batch)
     assert d.wait_json(topic=post_topic + "/batch_reply")[1]["code"] == 200
-    event_topic = sys_topic(PK_STATIC, DK_STATIC, "thing/event/alarm/post")
     d.publish(event_topic, {"id": "e1", "version": "1.0", "method": "thing.event.alarm.post", "params": {"lvl": 2}})
     assert d.wait_json(topic=event_topic + "_reply")[1] == {"id": "e1", "code": 200, "data": {}}
     t = twin.control.telemetry(DK_STATIC)

@@ -15,7 +15,7 @@ DEV = "6203cc94c7fb24029b110408_88888888"  # contains '_': the client id must be
 SECRET = "123456789"
 OTHER = "other-device"
 OTHER_SECRET = "other-secret"
-DEVICES = {"devices": [{"device_id": DEV, "secret": SECRET}, {"device_id": OTHER, "secret": OTHER_SECRET}]}
+DEVICES = {"model": {"services": {"Meter": {"temp": "decimal"}, "M": {"v": "int"}, "Switch": {"on": "int"}}}, "devices": [{"device_id": DEV, "secret": SECRET}, {"device_id": OTHER, "secret": OTHER_SECRET}]}
 
 
 def data_topic(dev, kind="json"):
@@ -117,8 +117,21 @@ def test_refusals_carry_the_proper_connack_code(twin, case, code, words):
     assert SECRET not in entry["reason"] and (pw is None or pw not in json.dumps(entry))
 
 
-def test_sigtype1_hour_is_checked_against_the_twin_clock(start_twin):
-    twin = start_twin("huawei", DEVICES, clock="fixed:2023-11-14T22:13:20Z")
+def test_sigtype1_hour_is_the_platforms_hour_exactly(start_twin):
+    # the platform "checks whether the message timestamp is consistent with the platform time" (iot_06_v5_3009):
+    # the hour, exactly (no source documents a tolerance)
+    twin = start_twin("huawei", DEVICES, clock="fixed:2023-11-14T22:59:59Z")
+    d, rc = login(twin, hour="2023111422", sig_type=1)  # H2
+    assert rc == 0
+    d.close()
+    twin.control.clock(advance=1)  # 23:00:00: the next hour
+    assert login(twin, hour="2023111422", sig_type=1)[1] == 4
+    assert login(twin, hour="2023111423", sig_type=1)[1] == 0
+    assert login(twin, hour="2023111422", sig_type=0)[1] == 0  # sigType 0: the hour is not checked
+
+
+def test_sigtype1_hour_tolerance_flag(start_twin):
+    twin = start_twin("huawei", DEVICES, clock="fixed:2023-11-14T22:13:20Z", hour_tolerance=600)
     d, rc = login(twin, hour="2023111422", sig_type=1)  # H2
     assert rc == 0
     d.close()
@@ -184,8 +197,10 @@ def test_telemetry_counts_samples_duplicates_and_bad_messages(twin):
     t = twin.control.wait_for(lambda: twin.control.telemetry(DEV), until=lambda x: x["binary"] == 1)
     assert t["samples"] == [1, 2, "s-3"]
     assert (t["unique"], t["duplicates"], t["duplicate_ids"]) == (3, 2, [2, 1])
-    assert (t["messages"], t["missing_id"]) == (6, 1)
+    assert (t["messages"], t["missing_id"]) == (7, 1)
     assert len(t["bad"]) == 3 and "data" in t["bad"][0]["why"] and "not JSON" in t["bad"][1]["why"]
+    # binary without a layout the codec plug-in knows: not stored, nothing to the device
+    assert len(t["rejected"]) == 1 and "codec plug-in" in t["rejected"][0]["why"]
     assert OTHER not in twin.control.telemetry()
 
 
@@ -333,3 +348,60 @@ def test_a_command_never_acknowledged_is_marked_failed(twin):
     rec = twin.control.wait_for(lambda: twin.control.command_record(mid), until=lambda r: r["status"] == "failed")
     assert rec["acked"] is False and "closed before the device acknowledged" in rec["error"]
     assert twin.control.connections(DEV)[-1]["tls"] is False
+
+
+def test_node_id_login_and_its_topics(start_twin):
+    # legacy id type 2: the node id logs in and names the topics (legacy iot_06_3009, iot_06_3008)
+    devs = dict(DEVICES, devices=[{"device_id": DEV, "secret": SECRET, "node_id": "866425030000017"}])
+    twin = start_twin("huawei", devs)
+    cid, user, pw = huawei_credentials("866425030000017", SECRET, utc_hour(), 0, id_type=2)
+    d = twin.device(cid, user, pw)
+    assert d.connect() == 0
+    assert d.subscribe(cmd_topic("866425030000017")) == [1]
+    assert d.subscribe(cmd_topic(DEV)) == [128]  # not the id it logged in with
+    d.publish(data_topic("866425030000017"), device_req("n1"))
+    assert twin.control.wait_samples(DEV, 1)["samples"] == ["n1"]
+    mid = twin.control.command(DEV, service_id="Switch", cmd="SET", paras={"on": 1})
+    assert d.wait_json(topic=cmd_topic("866425030000017"))[1]["mid"] == mid
+    c = twin.control.connections(DEV)[0]
+    assert c["id_type"] == 2 and c["accepted"]
+    cid, user, pw = huawei_credentials("no-such-node", SECRET, utc_hour(), 0, id_type=2)
+    assert twin.device(cid, user, pw).connect() == 5
+
+
+def test_reports_outside_the_product_model_are_not_stored(twin):
+    d, _ = login(twin)
+    bad = {"msgType": "deviceReq", "data": [{"serviceId": "Meter", "serviceData": {"temp": 21.5, "rh": 40}}],
+           "identifier": "x1"}
+    d.publish(data_topic(DEV), bad)
+    d.publish(data_topic(DEV), {"msgType": "deviceReq", "data": [{"serviceId": "Meter", "serviceData": {"temp": "hot"}}],
+                                "identifier": "x2"})
+    d.publish(data_topic(DEV), {"msgType": "deviceReq", "data": [{"serviceId": "Nope", "serviceData": {"v": 1}}],
+                                "identifier": "x3"})
+    d.publish(data_topic(DEV), device_req("ok"))
+    t = twin.control.wait_samples(DEV, 1)
+    assert t["samples"] == ["ok"] and [r["sample_id"] for r in t["rejected"]] == ["x1", "x2", "x3"]
+    d.no_message(0.3)  # no reply of any kind
+
+
+def test_binary_codec_plugin_decodes_the_demo_layout(start_twin):
+    import struct
+
+    model = {"services": {"Telemetry": {"temperature": "decimal", "uptime": "int", "outbox": "int", "dropped": "int",
+                                        "rssi": "int"}, "Switch": {"on": "int"}}}
+    twin = start_twin("huawei", dict(DEVICES, model=model))
+    d, _ = login(twin)
+    d.publish(data_topic(DEV, "binary"), struct.pack(">BIIhIHHh", 1, 6, 0, 0, 1, 0, 0, 0) + b"x")  # bad length
+    sample = struct.pack(">BIIhIHHh", 1, 7, 1700000000, 2150, 12, 0, 0, -32768)
+    d.publish(data_topic(DEV, "binary"), sample)
+    t = twin.control.wait_samples(DEV, 1)
+    assert len(t["rejected"]) == 1 and "21" in t["rejected"][0]["why"]
+    assert t["samples"] == ["7"] and t["recent"][0]["data"] == {"temperature": 21.5, "uptime": 12, "outbox": 0,
+                                                               "dropped": 0}
+    assert d.subscribe(cmd_topic(DEV, "binary")) == [1]
+    mid = twin.control.command(DEV, service_id="Config", cmd="set_interval", paras={"value": 5}, binary=True)
+    _, raw, _ = d.wait_message(topic=cmd_topic(DEV, "binary"))
+    assert raw == struct.pack(">BHBI", 2, mid, 2, 5)
+    d.publish(data_topic(DEV, "binary"), struct.pack(">BHBIHI", 3, mid, 0, 5, 0, 1))
+    assert twin.control.wait_reply(mid)["reply"] == {"mid": mid, "errcode": 0,
+                                                      "body": {"interval": 5, "outbox": 0, "published": 1}}

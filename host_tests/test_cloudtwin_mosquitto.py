@@ -20,13 +20,13 @@ pytestmark = requires_mosquitto
 
 DEV, SECRET = "meter_0001", "s3cret-meter"  # '_' in the id: mosquitto's password file does not mind
 OTHER, OTHER_SECRET = "meter0002", "other-secret"
-HW_DEVICES = {"devices": [{"device_id": DEV, "secret": SECRET}, {"device_id": OTHER, "secret": OTHER_SECRET}]}
+HW_DEVICES = {"model": {"services": {"Meter": {"temp": "decimal"}, "M": {"v": "int"}, "Switch": {"on": "int"}}}, "devices": [{"device_id": DEV, "secret": SECRET}, {"device_id": OTHER, "secret": OTHER_SECRET}]}
 FIXED, HOUR = "fixed:2030-01-01T10:30:00Z", "2030010110"  # a frozen twin clock: no hour rotation mid-test
 
 PK, PS = "pkDyn", "productSecretDyn"
 DK_NEW = "dkNew"
 DK_STATIC, DS_STATIC = "dkStatic", "deviceSecretStatic"
-ENOS_DEVICES = {"products": [{"product_key": PK, "product_secret": PS, "dynamic": True}],
+ENOS_DEVICES = {"model": {"measurepoints": {"temp": "float", "t": "int"}}, "products": [{"product_key": PK, "product_secret": PS, "dynamic": True}],
                 "devices": [{"product_key": PK, "device_key": DK_NEW},
                             {"product_key": PK, "device_key": DK_STATIC, "device_secret": DS_STATIC}]}
 
@@ -167,7 +167,7 @@ def test_enos_activation_commands_and_telemetry_through_mosquitto(start_twin):
     post_topic = "/sys/%s/%s/thing/measurepoint/post" % (PK, DK_NEW)
     for sid in ("a", "b", "a"):
         d.publish(post_topic, {"id": sid, "version": "1.0", "method": "thing.measurepoint.post",
-                               "params": {"measurepoints": {"t": 1}, "time": 1}})
+                               "params": {"measurepoints": {"t": 1}, "time": 1700000000000}})
         assert d.wait_json(topic=post_topic + "_reply")[1]["code"] == 200
     t = twin.control.telemetry(DK_NEW)
     assert (t["samples"], t["duplicates"]) == (["a", "b"], 1)

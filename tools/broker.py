@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass
 
 from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.events import BrokerEvents
 from amqtt.mqtt.protocol import broker_handler
 from amqtt.plugins.base import BaseAuthPlugin
 
@@ -90,6 +92,27 @@ def free_port():
         return s.getsockname()[1]
 
 
+class CloudBroker(Broker):
+    """amqtt's broker, but a device may publish on the topic prefixes a cloud reserves for itself (Huawei IoTDA's
+    ``$oc/devices/...``): MQTT 3.1.1 4.7.2 leaves ``$`` topics to the server's own use, and IoTDA's server uses
+    them for its device interface, where amqtt refuses every ``$`` topic and closes the connection."""
+
+    dollar_prefixes = ("$oc/",)
+
+    async def _handle_message_delivery(self, client_session, handler, wait_deliver):
+        msg = wait_deliver.result()
+        if msg is None or not msg.topic or not msg.topic.startswith(self.dollar_prefixes) or \
+                "#" in msg.topic or "+" in msg.topic:
+            return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+        await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id,
+                                              message=msg)
+        if await self._topic_filtering(client_session, topic=msg.topic, action=Action.PUBLISH):
+            await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id,
+                                                  message=msg)
+            await self._broadcast_message(client_session, msg.topic, msg.data)
+        return True
+
+
 class BrokerRunner:
     """Owns an amqtt Broker with a TLS listener and a plain listener on 127.0.0.1."""
 
@@ -132,7 +155,7 @@ class BrokerRunner:
             return ctx
 
         Broker._create_ssl_context = staticmethod(make_ctx)  # this process runs one broker
-        self.broker = Broker(self.config())
+        self.broker = CloudBroker(self.config())
         await self.broker.start()
 
     async def stop(self):

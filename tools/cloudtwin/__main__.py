@@ -27,7 +27,8 @@ from .registry import DevicesFileError, load
 def build_parser():
     ap = argparse.ArgumentParser(prog="python -m tools.cloudtwin",
                                  description="Local stand-in for Huawei OceanConnect and Envision EnOS MQTT.")
-    ap.add_argument("--cloud", required=True, choices=("huawei", "enos"), help="which cloud's rules to apply")
+    ap.add_argument("--cloud", required=True, choices=("huawei", "iotda", "enos", "mqtt"),
+                    help="which cloud's rules: Huawei legacy OceanConnect, Huawei IoTDA, EnOS, or a plain broker")
     ap.add_argument("--certs", required=True, help="directory with ca.pem, server.pem, server.key (tools.pki)")
     ap.add_argument("--devices", required=True, help="JSON device registry (see docs/cloudtwin.md)")
     ap.add_argument("--control", help="unix socket path for the control socket (default: a fresh temp path)")
@@ -40,8 +41,9 @@ def build_parser():
     ap.add_argument("--clock", default="host", help="'host' (UTC now) or 'fixed:2023-11-14T22:13:20Z'")
     ap.add_argument("--rate-limit", choices=("on", "off"), default="on",
                     help="EnOS connect rate limit: on = refuse with CONNACK 3 when exceeded; off = only record")
-    ap.add_argument("--hour-tolerance", type=float, default=600.0,
-                    help="Huawei sigType 1: seconds a client id's hour may be off at each edge (default 600)")
+    ap.add_argument("--hour-tolerance", type=float, default=0.0,
+                    help="Huawei sigType 1: seconds a client id's hour may be off at each edge (default 0: the "
+                         "platform compares the hour)")
     ap.add_argument("--keepalive-factor", type=float, default=1.5,
                     help="drop a device silent for keep-alive x this (default 1.5, as the clouds do)")
     ap.add_argument("--activation-delay", type=float, default=0.2,
@@ -61,6 +63,14 @@ def make_twin(a):
         from .huawei import HuaweiTwin
 
         return HuaweiTwin(devices, clock, hour_tolerance_s=a.hour_tolerance, **common)
+    if a.cloud == "iotda":
+        from .iotda import IotdaTwin
+
+        return IotdaTwin(devices, clock, hour_tolerance_s=a.hour_tolerance, **common)
+    if a.cloud == "mqtt":
+        from .plain import PlainTwin
+
+        return PlainTwin(devices, clock, **common)
     from .enos import EnosTwin
 
     return EnosTwin(devices, clock, activation_delay_s=a.activation_delay, **common)
@@ -71,6 +81,9 @@ def make_backend(a, twin):
         if not os.path.isfile(os.path.join(a.certs, name)):
             raise StartError("--certs %s has no %s (make one with: python -m tools.pki DIR)" % (a.certs, name))
     if a.broker == "mosquitto":
+        if twin.cloud not in ("huawei", "enos"):
+            raise StartError("--broker mosquitto has the Huawei legacy and EnOS rules only; use amqtt for %s"
+                             % twin.cloud)
         from .mosquitto_backend import MosquittoBackend
 
         return MosquittoBackend(twin, a.certs, a.tls_port, a.plain_port, a.require_client_cert, a.mosquitto)

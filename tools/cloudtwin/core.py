@@ -120,6 +120,7 @@ class Telemetry:
         self.binary = 0
         self.dup_flag = 0  # PUBLISHes that arrived with DUP=1 (amqtt only; mosquitto does not pass it on)
         self.recent = []  # the last RECENT samples' readings, for people watching (the demo) and debugging
+        self.rejected = []  # reports the cloud took but refused (the product model): never counted as delivered
 
     RECENT = 20
 
@@ -141,8 +142,13 @@ class Telemetry:
         self.samples.append(sample_id)
         return True
 
+    def reject(self, now, topic, sample_id, why, code=None):
+        self.messages += 1
+        self.rejected.append({"time": now, "topic": topic, "sample_id": sample_id, "why": why, "code": code})
+
     def report(self):
         return {"messages": self.messages, "samples": list(self.samples), "unique": len(self.samples),
+                "rejected": list(self.rejected),
                 "duplicates": len(self.duplicate_ids), "duplicate_ids": list(self.duplicate_ids),
                 "missing_id": self.missing_id, "bad": list(self.bad), "events": list(self.events),
                 "binary": self.binary, "dup_flag": self.dup_flag, "recent": list(self.recent)}
@@ -365,17 +371,23 @@ class Twin:
             link.pending.append((topic, payload, qos, starter))
 
     def reply_to(self, link, topic, payload):
-        """An answer to an upstream request: QoS 0, dropped if the device cannot receive it now."""
-        if self.deliverable(link, topic):
+        """An answer to an upstream request: QoS 0, only to a device subscribed to it (EnOS: "broker thinks that
+        we are not interested in the response and won't send it", enos-device-sdk-java MqttConnection)."""
+        if link.ready and not link.closed and link.subscribed_to(topic):
             self.send_on(link, topic, payload, 0)
 
     def add_command(self, device, kind, topic, request, qos, cmd_id, queue=True):
+        raw = None
+        if isinstance(request, (bytes, bytearray)):  # a codec plug-in's bytes: shown as hex
+            raw, request = bytes(request), {"binary": bytes(request).hex()}
         rec = {"id": cmd_id, "device": device.name, "kind": kind, "topic": topic, "request": request, "qos": qos,
                "created": self.now_iso(), "status": "queued", "sent_at": None, "acked": None, "error": None,
                "reply": None, "replied_at": None}
         link = self.current_link(device.name)
         if not self.deliverable(link, topic) and not queue:
             raise TwinError("device %s is not connected and subscribed to %s" % (device.name, topic))
+        if raw is not None:
+            rec["_payload"] = raw
         self.commands[cmd_id] = rec
         self.queue[device.name].append(rec)
         self.flush(device.name)
@@ -408,7 +420,8 @@ class Twin:
                 if rec["status"] == "sent":
                     rec["status"] = "failed"
 
-        self.send_on(link, rec["topic"], json.dumps(rec["request"], separators=(",", ":")).encode(), rec["qos"], done)
+        payload = rec.get("_payload") or json.dumps(rec["request"], separators=(",", ":")).encode()
+        self.send_on(link, rec["topic"], payload, rec["qos"], done)
 
     def command_reply(self, link, cmd_id, reply, topic):
         rec = self.commands.get(cmd_id)
@@ -434,7 +447,8 @@ class Twin:
         return {name: self.telemetry[name].report() for name in self.devices if name in self.telemetry}
 
     def report_commands(self, device=None):
-        return [dict(r) for r in self.commands.values() if device is None or r["device"] == device]
+        return [{k: v for k, v in r.items() if k[0] != "_"} for r in self.commands.values()
+                if device is None or r["device"] == device]
 
     def report_connections(self, device=None):
         return [dict(e) for e in self.connections if device is None or e["device"] == device]

@@ -50,20 +50,20 @@ class HuaweiClientId:
         self.hour = hour
 
 
-def parse_huawei_client_id(client_id):
+def parse_huawei_client_id(client_id, id_types=("0",)):
     """``{id}_{idType}_{sigType}_{YYYYMMDDHH}`` -> HuaweiClientId, or a Refusal (code 2).
 
     The device id may itself contain ``_`` (e.g. ``6203cc94c7fb24029b110408_88888888``), so the three fixed
-    fields are split off from the right.
+    fields are split off from the right. ``id_types``: what the platform accepts -- legacy "0" (deviceId) and
+    "2" (nodeId) (legacy "MQTT Connection Authentication Through CONNECT Messages", iot_06_3009; "1" is the
+    product-secret mode, not emulated); IoTDA "0" only ("fixed at 0", iot_06_v5_3009).
     """
     parts = client_id.rsplit("_", 3)
     if len(parts) != 4 or not parts[0]:
         return Refusal(IDENTIFIER_REJECTED, "client id is not {id}_{idType}_{sigType}_{YYYYMMDDHH}")
     device_id, id_type, sig_type, hour = parts
-    if id_type != "0":
-        # idType 2 (nodeId) and 1 (product-secret mode) exist on the legacy platform but the twin's device
-        # registry only knows platform device ids.
-        return Refusal(IDENTIFIER_REJECTED, "idType %r not supported by the twin (only 0 = deviceId)" % id_type)
+    if id_type not in id_types:
+        return Refusal(IDENTIFIER_REJECTED, "idType %r not accepted (only %s)" % (id_type, ", ".join(id_types)))
     if sig_type not in ("0", "1"):
         return Refusal(IDENTIFIER_REJECTED, "sigType %r is not 0 or 1" % sig_type)
     if not _HOUR_RE.match(hour):
@@ -90,11 +90,11 @@ def huawei_hour_of(now):
 
 
 def check_huawei_hour(hour, now, tolerance_s):
-    """sigType 1: the client id's hour must be the twin's UTC hour, give or take ``tolerance_s`` at each edge.
+    """sigType 1: the client id's hour must be the twin's UTC hour ("checks whether the message timestamp is
+    consistent with the platform time", iot_06_v5_3009), give or take ``tolerance_s`` at each edge (0 by
+    default: no source documents a tolerance).
 
-    Accepted when ``start - tolerance <= now < start + 1 h + tolerance``: this absorbs a device clock a few
-    minutes off and a connect that straddles the hour, and still catches a local-time (UTC+8) hour or a clock
-    that was never set.
+    Accepted when ``start - tolerance <= now < start + 1 h + tolerance``.
     """
     start = huawei_hour_start(hour)
     if start is None:

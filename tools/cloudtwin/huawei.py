@@ -1,16 +1,21 @@
-"""Huawei OceanConnect legacy interface for the twin (clouds.md 1.1, 1.2, 1.4).
+"""Huawei OceanConnect legacy interface for the twin (clouds.md 1.1, 1.2, 1.4; docs/cloudtwin.md).
 
-CONNECT: client id ``{id}_0_{sigType}_{YYYYMMDDHH}``, username ``{id}``, password lower-hex
-HMAC-SHA256(key=YYYYMMDDHH, msg=secret); sigType 1 also checks the hour against the twin's clock.
-Refusal codes: malformed client id or keep-alive outside 30..1200 s -> 2 (Huawei documents 0x02 for both);
-unknown device -> 5; wrong username, password or sigType-1 hour -> 4.
+CONNECT: client id ``{id}_{idType}_{sigType}_{YYYYMMDDHH}`` with idType 0 (``{id}`` = the platform device id) or
+2 (the node id), username ``{id}``, password lower-hex HMAC-SHA256(key=YYYYMMDDHH, msg=secret); sigType 1 also
+checks the hour against the twin's clock (exactly, unless a tolerance is given).
+Refusal codes (IoTDA's table, iot_06_v5_3009; the legacy pages give none): malformed client id or keep-alive
+outside 30..1200 s -> 2; unknown device -> 5; wrong username, password or sigType-1 hour -> 4.
 
-Topics: a device publishes only to ``/huawei/v1/devices/{id}/data/json|binary`` and subscribes only to its own
+Topics, under the id the device logged in with (legacy "Topic Definition", iot_06_3008): a device publishes
+only to ``/huawei/v1/devices/{id}/data/json|binary`` and subscribes only to its own
 ``/huawei/v1/devices/{id}/command/json|binary`` (or ``.../command/+`` / ``.../command/#``). Commands
-(``cloudReq`` with a fresh ``mid``) go out on ``.../command/json`` once the device has subscribed;
-``deviceRsp`` comes back on the data topic. Telemetry is ``deviceReq`` with the sample id in ``identifier``.
+(``cloudReq`` with a fresh ``mid``) go out on ``.../command/json`` (or, encoded by the codec plug-in,
+``.../command/binary``) once the device has subscribed; ``deviceRsp`` comes back on the data topic.
+Telemetry is ``deviceReq`` with the sample id in ``identifier`` (a tolerated extra), checked against the
+product model: a report that does not fit is not stored, and nothing goes back to the device.
 """
 
+from . import codec_plugin
 from .core import Twin, TwinError, excerpt, json_payload
 from .credentials import (
     BAD_CREDENTIALS,
@@ -22,6 +27,7 @@ from .credentials import (
     check_keepalive,
     parse_huawei_client_id,
 )
+from .model import check_huawei_service
 
 PREFIX = "/huawei/v1/devices/"
 MID_MAX = 65535
@@ -39,19 +45,26 @@ class HuaweiTwin(Twin):
     cloud = "huawei"
     needs_subscription = True
 
-    def __init__(self, devices, clock, hour_tolerance_s=600, **kw):
+    ID_TYPES = ("0", "2")
+
+    def __init__(self, devices, clock, hour_tolerance_s=0, **kw):
         super().__init__(devices, clock, **kw)
         self.hour_tolerance_s = hour_tolerance_s
         self._mid = 0
+        self._by_node = {d.node_id: d for d in devices.values() if getattr(d, "node_id", None)}
+
+    def lookup(self, parsed):
+        return self._by_node.get(parsed.device_id) if parsed.id_type == "2" else self.devices.get(parsed.device_id)
 
     def check_connect(self, info, now, check_password=True):
         extra = {}
-        parsed = parse_huawei_client_id(info.client_id or "")
+        parsed = parse_huawei_client_id(info.client_id or "", self.ID_TYPES)
         if isinstance(parsed, Refusal):
             # the username is the device id, so the log still says whose attempt it was
             return parsed, self.devices.get(info.username or ""), extra
         extra["sig_type"] = parsed.sig_type
-        device = self.devices.get(parsed.device_id)
+        extra["id_type"] = int(parsed.id_type)
+        device = self.lookup(parsed)
         bad = check_keepalive(info.keepalive, HUAWEI_KEEPALIVE, "Huawei")
         if bad:
             return bad, device, extra
@@ -67,24 +80,29 @@ class HuaweiTwin(Twin):
             bad = check_huawei_hour(parsed.hour, now, self.hour_tolerance_s)
             if bad:
                 return bad, device, extra
+        extra["login_id"] = parsed.device_id
         return None, device, extra
+
+    @staticmethod
+    def login_id(link):
+        # the topics carry the id the device logged in with: its device id, or its node id (idType 2)
+        return link.entry.get("login_id") or link.device.device_id
 
     # ---- topics ----------------------------------------------------------------------------------------
 
     def may_publish(self, link, topic):
-        return topic in data_topics(link.device.device_id)
+        return topic in data_topics(self.login_id(link))
 
     def may_subscribe(self, link, flt):
-        base = PREFIX + link.device.device_id + "/command/"
-        return flt in command_topics(link.device.device_id) or flt in (base + "+", base + "#")
+        base = PREFIX + self.login_id(link) + "/command/"
+        return flt in command_topics(self.login_id(link)) or flt in (base + "+", base + "#")
 
     # ---- upstream --------------------------------------------------------------------------------------
 
     def message(self, link, topic, payload, qos=None, retain=False, dup=False):
         tele = self.telemetry[link.device.name]
         if topic.endswith("/data/binary"):
-            tele.binary += 1
-            return
+            return self._binary(link, tele, topic, payload, dup)
         obj, why = json_payload(payload)
         if obj is None:
             tele.bad.append({"time": self.now_iso(), "topic": topic, "why": why, "payload": excerpt(payload)})
@@ -98,6 +116,10 @@ class HuaweiTwin(Twin):
                 tele.bad.append({"time": self.now_iso(), "topic": topic, "payload": excerpt(payload),
                                  "why": "deviceReq needs data: [{serviceId: str, serviceData: {...}}, ...]"})
                 return
+            for d in data:
+                why = check_huawei_service(link.device.model, d["serviceId"], d["serviceData"])
+                if why:  # not stored; the platform says nothing to the device (docs/cloudtwin.md)
+                    return tele.reject(self.now_iso(), topic, obj.get("identifier"), why)
             tele.sample(obj.get("identifier"), dup, data[0]["serviceData"])
         elif kind == "deviceRsp":
             mid = obj.get("mid")
@@ -111,6 +133,20 @@ class HuaweiTwin(Twin):
         else:
             tele.bad.append({"time": self.now_iso(), "topic": topic, "payload": excerpt(payload),
                              "why": "msgType %r is neither deviceReq nor deviceRsp" % (kind,)})
+
+    def _binary(self, link, tele, topic, payload, dup):
+        # the product's codec plug-in decodes the bytes into the model's JSON (docs/clouds.md "Binary codec")
+        tele.binary += 1
+        try:
+            kind, ident, t, body = codec_plugin.decode(bytes(payload))
+        except codec_plugin.DecodeError as e:
+            return tele.reject(self.now_iso(), topic, None, "codec plug-in: %s" % e)
+        if kind == "reply":
+            return self.command_reply(link, ident, {"mid": ident, "errcode": t, "body": body}, topic)
+        why = check_huawei_service(link.device.model, codec_plugin.SERVICE, body)
+        if why:
+            return tele.reject(self.now_iso(), topic, ident, why)
+        tele.sample(str(ident), dup, body)
 
     # ---- downstream ------------------------------------------------------------------------------------
 
@@ -137,5 +173,14 @@ class HuaweiTwin(Twin):
             mid = self.next_mid()
         self.commands.pop(mid, None)
         request = {"msgType": "cloudReq", "serviceId": service_id, "cmd": cmd, "paras": paras, "mid": mid}
-        return self.add_command(device, "cloudReq", command_topics(device.device_id)[0], request, qos, mid,
+        link = self.current_link(device.name)
+        login = self.login_id(link) if link else (device.node_id if spec.get("node_id") else device.device_id)
+        if spec.get("binary"):  # a product with a codec plug-in: the command goes out as its bytes
+            try:
+                request = codec_plugin.encode_command(mid, cmd, paras)
+            except ValueError as e:
+                raise TwinError(str(e)) from None
+            return self.add_command(device, "binary", command_topics(login)[1], request, qos, mid,
+                                    queue=spec.get("queue", True))
+        return self.add_command(device, "cloudReq", command_topics(login)[0], request, qos, mid,
                                 queue=spec.get("queue", True))
