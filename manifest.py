@@ -66,7 +66,7 @@ package("cellmqtt", files=_lib, base_path="lib", opt=options.opt)
 
 if options.app:
     _app = ["__init__.py", "main.py", "wiring.py", "config.py", "log.py", "core.py", "supervisor.py",
-            "telemetry.py", "readers.py", "outbox.py", "record.py", "dispatcher.py", "commands.py"]
+            "telemetry.py", "readers.py", "outbox.py", "record.py", "dispatcher.py", "commands.py", "codec.py"]
     if "mqtt" in _clouds:
         _app.append("plain.py")
     package("app", files=_app, base_path="firmware", opt=options.opt)

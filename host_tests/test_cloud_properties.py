@@ -23,6 +23,9 @@ from cellmqtt import enos
 from cellmqtt.cloudsign import CloudMessageError, CloudValueError, Command
 from cellmqtt.enos import EnOS
 from cellmqtt.huawei import Huawei
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
+from app.codec import DemoCodec  # noqa: E402  (the demo product's payload codec)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -155,7 +158,7 @@ ACT = "/ext/session/pk1/dk1/thing/activate/info"
 def profiles():
     return {
         "legacy": Huawei("dev-1", "sec"),
-        "binary": Huawei("dev-1", "sec", codec="binary"),
+        "binary": Huawei("dev-1", "sec", codec="binary", binary=DemoCodec()),
         "iotda": Huawei("prod_node", "sec", api="iotda"),
         "enos2": EnOS("pk1", "dk1", "devsecret"),
         "enos3": EnOS("pk1", "dk1", product_secret="prodsecret"),
@@ -218,15 +221,17 @@ def check_outcome(p, topic, payload):
         assert isinstance(rtopic, str) and isinstance(body, bytes)
         for c in '"\r\n+#':
             assert c not in rtopic  # it goes into an AT command as is
-        reply = json.loads(body)
+        reply = None if e.kind == "binary" else json.loads(body)
         if isinstance(p, EnOS):
             assert rtopic == topic + "_reply"
             assert reply == {"id": e.msg_id, "code": e.code, "message": e.reason}
             assert e.code in (1008, 1220, 1251, 1260)
+        elif p.api == "legacy" and e.kind == "binary":
+            assert rtopic == LEG + "data/binary" and body[:1] == b"\x03" and body[3] == 1  # the codec's failure
         elif p.api == "legacy":
             assert rtopic == LEG + "data/json"
             assert reply == {"msgType": "deviceRsp", "mid": e.msg_id, "errcode": 1}
-            assert type(e.msg_id) is int and 1 <= e.msg_id <= 65535
+            assert type(e.msg_id) is int and 0 <= e.msg_id <= 65535
         else:
             assert rtopic == topic.replace("/request_id=", "/response/request_id=", 1)
             assert reply["result_code"] == 1
@@ -235,8 +240,8 @@ def check_outcome(p, topic, payload):
     if cmd.reply_topic is not None:
         try:
             rtopic, body = p.reply(cmd)
-        except CloudValueError:  # replies that need a body the app must supply (binary, properties/get)
-            assert cmd.kind in ("binary", "properties_get")
+        except CloudValueError:  # replies that need a body the app must supply (properties/get)
+            assert cmd.kind == "properties_get"
         else:
             assert rtopic == cmd.reply_topic
             if cmd.kind != "binary":
@@ -394,8 +399,10 @@ def test_ram_budget_on_micropython_with_mpy_modules(tmp_path):
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("RAM "))
     ram = json.loads(line[4:])
     print(ram)
-    # bounds for the 64-bit unix port (about twice a 32-bit MCU's object sizes); a regression shows here
-    assert ram["modules"] < 48 * 1024
+    # bounds for the 64-bit unix port (about twice a 32-bit MCU's object sizes); a regression shows here. The
+    # modules include cellmqtt.settings (~4 KB here), which the profiles declare their keys with and the
+    # firmware loads anyway; frozen on a board, bytecode stays in flash.
+    assert ram["modules"] < 52 * 1024
     for step in ("huawei_credentials", "huawei_telemetry", "huawei_reply", "enos_credentials", "enos_telemetry",
                  "enos_activation"):
         assert ram[step] < 4 * 1024, (step, ram[step])

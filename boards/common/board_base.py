@@ -137,3 +137,7 @@ class McuBoard:
 
     def readers(self):
         return {}
+
+    def codec(self):
+        """The payload codec of a Huawei product with a binary codec plug-in, or None (the app's demo layout)."""
+        return None

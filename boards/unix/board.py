@@ -118,6 +118,10 @@ class Board:
     def readers(self):
         return {}  # no sensors of its own
 
+    def codec(self):
+        """The payload codec of a Huawei product with a binary codec plug-in, or None (the app's demo layout)."""
+        return None
+
     def reboot(self):
         # "reboot" command on a PC: end the process with EX_TEMPFAIL so a service manager restarts it
         import sys

@@ -26,7 +26,7 @@ def status(app, params):
 
 
 def set_interval(app, params):
-    v = _number(params, "interval", "value", "interval_s")
+    v = _number(params, "interval", "value", "interval_s")  # "value": a Huawei command's usual parameter
     if not 1 <= v <= 86400:
         raise CommandError("interval must be 1..86400 s")
     app.set_interval(v)
@@ -57,6 +57,9 @@ def values_get(app, params):
 
 
 _BY_JOB = {cs.SET: "set", cs.GET: "get"}
+OK = 0
+UNKNOWN = 1  # no handler of that name
+FAILED = 2  # the handler refused (CommandError)
 
 
 class Registry:
@@ -68,12 +71,12 @@ class Registry:
         self.handlers[name] = fn
 
     def run(self, app, cmd):
-        """(ok, body or error text) for a parsed cloud Command."""
+        """(OK, body) or (UNKNOWN / FAILED, error text) for a parsed cloud Command."""
         name = _BY_JOB.get(cmd.job, cmd.name)
         fn = self.handlers.get(name)
         if fn is None:
-            return False, "unknown command %s" % name
+            return UNKNOWN, "unknown command %s" % name
         try:
-            return True, fn(app, cmd.params)
+            return OK, fn(app, cmd.params)
         except CommandError as e:
-            return False, str(e)
+            return FAILED, str(e)

@@ -5,6 +5,7 @@
 # ConfigError that names the key (never its value: it may be a secret). Every key: README "Configuration".
 import json
 
+from cellmqtt.cloudsign import CloudError
 from cellmqtt.settings import REQ, ConfigError, check, compose, get  # noqa: F401 -- ConfigError, get: re-exported
 
 from app.wiring import PROFILE_NAMES, parts
@@ -60,8 +61,17 @@ def validate(raw):
     drv.check_config(cfg)
     if sock is not None:
         sock.check_config(cfg)
-    prof.from_config(cfg)  # the profile's own checks (secrets present, hashes available, ids usable)
+    # the profile's own checks (secrets present, hashes available, ids usable); a binary codec is supplied
+    # at build time (app.wiring): a stand-in here
+    try:
+        prof.from_config(cfg, _NoCodec())
+    except CloudError as e:
+        raise ConfigError("cloud." + cfg["cloud"]["profile"], str(e)) from None
     return cfg
+
+
+class _NoCodec:
+    pass
 
 
 def _read_json(path, required):

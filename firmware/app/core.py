@@ -39,7 +39,7 @@ class App:
         tm = self.telemetry
         return {"state": s.name(), "version": VERSION, "uptime": ticks_diff(ticks_ms(), self.started) // 1000,
                 "interval": tm.interval, "outbox": len(tm.outbox), "dropped": tm.outbox.dropped,
-                "published": tm.published, "reconnects": s.reconnects, "resets": self.modem.resets,
+                "published": tm.published, "rejected": tm.rejected, "reconnects": s.reconnects, "resets": self.modem.resets,
                 "last_error": s.last_error, "signal": tm.last_signal}
 
     def set_interval(self, s):

@@ -4,11 +4,11 @@
 import asyncio
 
 from cellmqtt import cloudsign as cs
-from cellmqtt.cloudsign import CloudMessageError
+from cellmqtt.cloudsign import CloudError, CloudMessageError
 from cellmqtt.transport import LinkLost, MqttError
 
 from app import config
-from app.commands import Registry
+from app.commands import OK, UNKNOWN, Registry
 from app.supervisor import CONNECT
 
 _QUEUE = 8  # commands waiting at most (RAM)
@@ -53,10 +53,19 @@ class Dispatcher:
             if cmd.job == cs.ACTIVATE:
                 return await self._activate(cmd)
             if cmd.job == cs.NOTE:
-                return  # acks of our own uploads, messages without a reply
-            ok, body = self.registry.run(app, cmd)
-            app.log.info("command %s: %s", cmd.name, "done" if ok else body)
-            r = p.reply(cmd, None, body or None) if ok else p.reply(cmd, p.FAIL, {"error": body})
+                # the cloud's verdict on one of our uploads (EnOS post_reply), messages without a reply
+                if cmd.code is not None and cmd.code != p.OK:
+                    app.telemetry.rejected += 1
+                    app.log.warn("the cloud refused message %s (code %d): %s", cmd.id, cmd.code,
+                                 cmd.params if cmd.params else "no reason given")
+                return
+            status, body = self.registry.run(app, cmd)
+            app.log.info("command %s: %s", cmd.name, "done" if status == OK else body)
+            try:
+                r = p.reply(cmd, None, body or None) if status == OK else p.failure(cmd, body, status == UNKNOWN)
+            except CloudError as e:  # the handler's result does not fit the cloud's reply (a NaN, a wrong type)
+                app.log.warn("reply to %s cannot be built (%s): failure sent", cmd.name, e)
+                r = p.failure(cmd, "the reply could not be encoded")
         if r:
             await self._reply(r, p.REPLY_QOS)
 

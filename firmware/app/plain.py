@@ -22,7 +22,7 @@ class Plain:
     RATE = (10, 60)  # (connects, window s): a sane cap for any broker
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg, binary=None):
         p = cfg["cloud"]["mqtt"]
         return cls(p["client_id"], p["username"], p["password"], p["telemetry_topic"], p["command_topic"])
 
@@ -73,6 +73,9 @@ class Plain:
         if body is not None:
             d["data"] = body
         return cmd.reply_topic, json.dumps(d).encode()
+
+    def failure(self, cmd, why, unknown=False):
+        return self.reply(cmd, self.FAIL, {"error": why})
 
     def error_reply(self, exc):
         if exc.reply_topic is None:

@@ -43,6 +43,7 @@ class Supervisor:
         self.app = app
         self.state = _POWER
         self.online = asyncio.Event()
+        self.clock_known = asyncio.Event()  # set once the module clock was read and can be trusted
         self._trouble = asyncio.Event()
         self._reason = None  # (error, state that fixes it) of the trouble
         self._loss_state = None
@@ -109,6 +110,8 @@ class Supervisor:
                     ip = await m.pdp_up()
                     t = await m.sync_clock()
                     log.info("network up: ip %s, clock %d (%s)", ip, t, "trusted" if m.time_trusted else "untrusted")
+                    if m.time_trusted:
+                        self.clock_known.set()
                 elif st == _CERTS:
                     if cfg["tls"]["enabled"]:
                         n = await m.provision_certs()

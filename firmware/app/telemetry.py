@@ -29,6 +29,7 @@ class Telemetry:
         self.interval = cfg["telemetry"]["interval_s"]
         self.qos = cfg["mqtt"]["qos"]
         self.samples = self.published = 0
+        self.rejected = 0  # samples the cloud refused after taking them (EnOS post_reply with an error code)
         self.last_sample = {}
         self.last_signal = {}
         self.bench = None  # `make bench`: called at every telemetry cycle
@@ -47,7 +48,18 @@ class Telemetry:
         self._wake_pub.set()
 
     async def sampler(self):
-        """Every interval: read the sensors and store the sample in the outbox before anything is sent."""
+        """Every interval: read the sensors and store the sample in the outbox before anything is sent. The first
+        sample waits (up to one interval) for a clock the device can trust."""
+        clock = self.app.supervisor.clock_known
+        if not clock.is_set():
+            try:
+                await asyncio.wait_for(clock.wait(), self.interval)  # once per boot: its cost does not matter
+            except asyncio.TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                if not self._resample:
+                    raise
+                self._resample = False  # set_interval meanwhile: sample now
         while True:
             if self.bench is not None:
                 self.bench()
@@ -80,8 +92,12 @@ class Telemetry:
         self.samples += 1
         # the cloud-ready message goes into the outbox: nothing to rebuild when it is sent (or sent again)
         sid = self.outbox.next_sid()
+        m = app.modem
+        # only a time the device can trust (network time / NTP) is sent; without it the time is left out and
+        # the cloud stamps the sample on arrival (docs/clouds.md "Time")
+        t = m.now() if m.time_trusted else None
         try:
-            _, payload = app.profile.telemetry(data, app.modem.now(), sid)
+            _, payload = app.profile.telemetry(data, t, sid)
         except CloudError as e:
             app.log.error("sample refused by the cloud profile: %s", e)
             return None

@@ -67,8 +67,15 @@ def build(cfg, board, log, transcript=None):
     from cellmqtt.cloudsign import CloudError
 
     drv, tr, sock, prof = parts(cfg)
+    binary = None
+    if cfg["cloud"]["profile"] == "huawei" and cfg["cloud"]["huawei"]["codec"] == "binary":
+        binary = board.codec()  # the board's payload codec, else the demo's fixed layout (app/codec.py)
+        if binary is None:
+            from app.codec import DemoCodec
+
+            binary = DemoCodec()
     try:
-        profile = prof.from_config(cfg)
+        profile = prof.from_config(cfg, binary)
     except CloudError as e:  # a value the profile cannot use (a bad device id, a missing hash...)
         raise ConfigError("cloud." + cfg["cloud"]["profile"], str(e)) from None
     at = AtEngine(board.pipe(), drv.RXBUF, transcript, log.debug)

@@ -361,7 +361,9 @@ def test_cloud_replies_to_our_posts():
 
 def test_subscriptions():
     p = EnOS("pk1", "dk1", "devsecret")
-    assert p.subscriptions() == [(SYS + "service/measurepoint/set", 1), (SYS + "service/measurepoint/get", 1)]
+    # post_reply too: the broker answers a post only to a device subscribed to the reply (docs/clouds.md)
+    assert p.subscriptions() == [(SYS + "service/measurepoint/set", 1), (SYS + "service/measurepoint/get", 1),
+                                 (SYS + "measurepoint/post_reply", 1)]
     assert EnOS.SUBSCRIBE_REQUIRED is False
 
 

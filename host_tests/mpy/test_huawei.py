@@ -138,7 +138,8 @@ def test_bad_configuration_is_refused():
     raises(CloudValueError, Huawei, H_ID, H_SECRET, api="mqtt5")
     raises(CloudValueError, Huawei, H_ID, H_SECRET, id_type=2, api="iotda")
     raises(CloudValueError, Huawei, H_ID, H_SECRET, codec="xml")
-    raises(CloudValueError, Huawei, H_ID, H_SECRET, api="iotda", codec="binary")
+    raises(CloudValueError, Huawei, H_ID, H_SECRET, api="iotda", codec="binary", binary=Codec())
+    raises(CloudValueError, Huawei, H_ID, H_SECRET, codec="binary")  # binary without the product's codec
     raises(CloudValueError, Huawei, H_ID, H_SECRET, max_payload=10)
     raises(CloudValueError, Huawei, H_ID, H_SECRET, service_id="a/b")
     # topics are limited to 128 bytes: /huawei/v1/devices/{id}/command/binary leaves 94 for the id
@@ -210,7 +211,7 @@ def test_float_time_is_truncated_to_the_second():
 
 def test_legacy_subscriptions():
     assert Huawei(H_ID, H_SECRET).subscriptions() == [(CMD_TOPIC, 1)]
-    assert Huawei(H_ID, H_SECRET, codec="binary").subscriptions() == [
+    assert Huawei(H_ID, H_SECRET, codec="binary", binary=Codec()).subscriptions() == [
         ("/huawei/v1/devices/" + H_ID + "/command/binary", 1)]
     assert Huawei.SUBSCRIBE_REQUIRED is True
 
@@ -290,7 +291,6 @@ MALFORMED = [  # (payload, fault, mid an error reply must echo or None when none
     (b'{"mid":70000,', cs.BAD_JSON, None),
     (b'{"mid":7', cs.BAD_JSON, None),  # cut off inside the number: it may have had more digits
     (cloud_req(mid=None), cs.BAD_FIELD, None),
-    (cloud_req(mid=0), cs.BAD_FIELD, None),
     (cloud_req(mid=65536), cs.BAD_FIELD, None),
     (cloud_req(mid="7"), cs.BAD_FIELD, None),
     (cloud_req(mid=True), cs.BAD_FIELD, None),
@@ -345,20 +345,50 @@ def test_foreign_unknown_and_bad_topics():
     assert e.fault == cs.BAD_FIELD
 
 
+class Codec:
+    """A product's payload codec, as a board supplies it (app/codec.py is the demo's): what the profile asks of it."""
+
+    def encode_sample(self, data, unix_s, sample_id):
+        return b"S%d:%d" % (sample_id or 0, unix_s or 0)
+
+    def decode_command(self, b):
+        if b[:1] != b"C":
+            raise ValueError("not a command", b[1] if len(b) > 1 else None)
+        return b[1], "set_interval", {"value": b[2]}
+
+    def encode_reply(self, mid, code, body):
+        return b"R%d%d" % (mid, code)
+
+
 def test_binary_codec():
-    p = Huawei(H_ID, H_SECRET, codec="binary")
-    topic, payload = p.telemetry(b"\x01\x02\x03")
-    assert topic == "/huawei/v1/devices/" + H_ID + "/data/binary" and payload == b"\x01\x02\x03"
-    raises(CloudValueError, p.telemetry, {"a": 1})
-    raises(CloudValueError, p.telemetry, b"\x01", unix_s=5)
-    cmd = p.parse("/huawei/v1/devices/" + H_ID + "/command/binary", b"\xaa\x00\xff")
-    assert (cmd.kind, cmd.id, cmd.params) == ("binary", None, b"\xaa\x00\xff")
-    assert p.reply(cmd, body=b"\x55") == ("/huawei/v1/devices/" + H_ID + "/data/binary", b"\x55")
-    raises(CloudValueError, p.reply, cmd, 0, {"a": 1})
+    p = Huawei(H_ID, H_SECRET, codec="binary", binary=Codec())
+    topic, payload = p.telemetry({"t": 1}, 1700000000, 7)
+    assert topic == "/huawei/v1/devices/" + H_ID + "/data/binary" and payload == b"S7:1700000000"
+    cmd = p.parse("/huawei/v1/devices/" + H_ID + "/command/binary", b"C\x05\x09")
+    assert (cmd.kind, cmd.job, cmd.id, cmd.name, cmd.params) == ("binary", cs.RUN, 5, "set_interval", {"value": 9})
+    assert p.reply(cmd, body={"interval": 9}) == ("/huawei/v1/devices/" + H_ID + "/data/binary", b"R50")
+    assert p.failure(cmd, "nope") == ("/huawei/v1/devices/" + H_ID + "/data/binary", b"R51")
+    e = raises(CloudMessageError, p.parse, "/huawei/v1/devices/" + H_ID + "/command/binary", b"X\x06")
+    assert e.msg_id == 6 and p.error_reply(e)[0].endswith("/data/binary")  # the codec read the mid: answered
     e = raises(CloudMessageError, p.parse, "/huawei/v1/devices/" + H_ID + "/command/binary", b"")
     assert e.fault == cs.EMPTY and p.error_reply(e) is None
     e = raises(CloudMessageError, p.parse, "/huawei/v1/devices/" + H_ID + "/command/binary", bytes(3000))
     assert e.fault == cs.TOO_LARGE
+
+
+def test_legacy_mid_0_is_answered_echoing_it():
+    # the platform issues 1..65535 (legacy "Delivering Commands"); a 0 is still answered, with the mid it came with
+    p = Huawei(H_ID, H_SECRET)
+    cmd = p.parse(CMD_TOPIC, cloud_req(mid=0))
+    assert json.loads(p.reply(cmd)[1]) == {"msgType": "deviceRsp", "mid": 0, "errcode": 0}
+
+
+def test_time_is_left_out_when_unknown():
+    p = Huawei(H_ID, H_SECRET, service_id="S")
+    assert "eventTime" not in p.telemetry({"a": 1}, None, 3)[1].decode()
+    p = Huawei(H_ID, H_SECRET, api="iotda", service_id="S", seq_property="seq")
+    assert json.loads(p.telemetry({"a": 1}, None, 3)[1]) == {"services": [{"service_id": "S",
+                                                                           "properties": {"a": 1, "seq": 3}}]}
 
 
 # ---- IoTDA ------------------------------------------------------------------------------------------------
@@ -374,7 +404,10 @@ def test_iotda_subscriptions_and_report():
         {"service_id": "Battery", "properties": {"level": 87}, "event_time": "20161219T114920Z"}]}
     assert json.loads(p.telemetry({"level": 1})[1]) == {"services": [{"service_id": "Battery",
                                                                        "properties": {"level": 1}}]}
-    raises(CloudValueError, p.telemetry, {"level": 1}, sample_id=1)
+    # the sample number goes into the product model's property seq_property (none: not sent)
+    assert "seq" not in p.telemetry({"level": 1}, sample_id=1)[1].decode()
+    p3 = Huawei(H_ID, H_SECRET, api="iotda", service_id="Battery", seq_property="seq")
+    assert json.loads(p3.telemetry({"level": 1}, sample_id=1)[1])["services"][0]["properties"] == {"level": 1, "seq": 1}
     # IoTDA uses the same CONNECT scheme
     assert p.credentials(1700000000, True) == (H_ID + "_0_1_2023111422", H_ID, H2_PASSWORD)
 
@@ -388,8 +421,8 @@ def test_iotda_command_and_response():
     assert cmd.reply_topic == OC + "commands/response/request_id=4f1e-77"
     topic, payload = p.reply(cmd, 0, {"took_ms": 12})
     assert topic == cmd.reply_topic
-    assert json.loads(payload) == {"result_code": 0, "paras": {"took_ms": 12}}
-    assert json.loads(p.reply(cmd)[1]) == {"result_code": 0}
+    assert json.loads(payload) == {"result_code": 0, "response_name": "reboot", "paras": {"took_ms": 12}}
+    assert json.loads(p.reply(cmd)[1]) == {"result_code": 0, "response_name": "reboot"}
     # minimal command: only paras
     cmd = p.parse(OC + "commands/request_id=1", b'{"paras":{}}')
     assert cmd.name is None and cmd.service is None and cmd.params == {}
@@ -397,9 +430,9 @@ def test_iotda_command_and_response():
 
 def test_iotda_properties_set_and_get():
     p = Huawei(H_ID, H_SECRET, api="iotda")
-    services = [{"service_id": "Light", "properties": {"lum": 50}}]
+    services = [{"service_id": "Light", "properties": {"lum": 50}}, {"service_id": "Fan", "properties": {"rpm": 9}}]
     cmd = p.parse(OC + "properties/set/request_id=r1", json.dumps({"services": services}).encode())
-    assert cmd.kind == "properties_set" and cmd.params == services
+    assert cmd.kind == "properties_set" and cmd.job == cs.SET and cmd.params == {"lum": 50, "rpm": 9}
     topic, payload = p.reply(cmd)
     assert topic == OC + "properties/set/response/request_id=r1"
     assert json.loads(payload) == {"result_code": 0, "result_desc": "success"}
@@ -412,8 +445,14 @@ def test_iotda_properties_set_and_get():
     assert topic == OC + "properties/get/response/request_id=r2"
     assert json.loads(payload) == {"services": [{"service_id": "Light", "properties": {"lum": 50}}]}
     cmd = p.parse(OC + "properties/get/request_id=r3", b"{}")
-    raises(CloudValueError, p.reply, cmd, 0, {"lum": 50})  # which service? the app must say
+    p2 = Huawei(H_ID, H_SECRET, api="iotda", service_id="Telemetry")  # no service named: the profile's own
+    assert json.loads(p2.reply(cmd, 0, {"lum": 50})[1]) == {"services": [{"service_id": "Telemetry",
+                                                                           "properties": {"lum": 50}}]}
     assert json.loads(p.reply(cmd, 0, services)[1]) == {"services": services}
+    assert p.failure(cmd, "x") is None  # a get has no error form: not answered
+    set_cmd = p.parse(OC + "properties/set/request_id=r4", json.dumps({"services": services}).encode())
+    assert json.loads(p.failure(set_cmd, "not writable: rpm")[1]) == {"result_code": 1,
+                                                                       "result_desc": "not writable: rpm"}
 
 
 def test_iotda_messages_and_events_take_no_reply():

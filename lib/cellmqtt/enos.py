@@ -29,6 +29,8 @@ EMPTY_PAYLOAD = 1251
 METHOD_MISMATCH = 1260
 TOO_LARGE = 1008
 NO_PERMISSION = 1009
+UNKNOWN_COMMAND = 1101  # no handler for the command (enos-device-sdk-java ResponseCode COMMAND_HANDLER_NOT_REGISTERED)
+HANDLER_FAILED = 1102  # the handler failed (COMMAND_HANDLER_EXECUTION_FAILED); user codes are >= 2000
 _CODES = {cs.TOO_LARGE: TOO_LARGE, cs.EMPTY: EMPTY_PAYLOAD, cs.NOT_UTF8: FORMAT_ERROR, cs.BAD_JSON: FORMAT_ERROR,
           cs.BAD_FIELD: FORMAT_ERROR, cs.MISMATCH: METHOD_MISMATCH, cs.FOREIGN: NO_PERMISSION}
 
@@ -119,7 +121,7 @@ class EnOS:
     CONFIG = CONFIG
     SECRETS = SECRETS
     OK = OK
-    FAIL = METHOD_MISMATCH  # reply code of a failed command
+    FAIL = HANDLER_FAILED  # reply code of a failed command (the SDKs' handler-failure code)
     TELEMETRY_QOS = 1
     REPLY_QOS = 0  # replies to cloud requests go at QoS 0 (clouds.md 2.3)
     SUBSCRIBE_REQUIRED = False  # downstream topics are pushed; a refused SUBACK is not fatal
@@ -127,7 +129,7 @@ class EnOS:
     RATE = (3, 120)  # EnOS blocks a device for 5 minutes after 4 connects in 2 minutes (clouds.md 2.4)
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg, binary=None):
         from cellmqtt.settings import ConfigError
 
         e = cfg["cloud"]["enos"]
@@ -194,7 +196,10 @@ class EnOS:
     def subscriptions(self):
         """[(topic, qos)]: the measure-point set/get topics and, in securemode 3, the activation topic. EnOS
         pushes these (and service invocations) without a SUBSCRIBE too: a refused SUBACK is not fatal."""
-        subs = [(self._sys + "service/measurepoint/set", 1), (self._sys + "service/measurepoint/get", 1)]
+        # post_reply: the broker sends the cloud's verdict on our posts only to a device subscribed to it
+        # (enos-device-sdk-java MqttConnection): a post refused by the model is then seen, not lost silently
+        subs = [(self._sys + "service/measurepoint/set", 1), (self._sys + "service/measurepoint/get", 1),
+                (self._post_topic + "_reply", 1)]
         if self.securemode == 3:
             subs.append((self._activate, 1))
         return subs
@@ -368,6 +373,14 @@ class EnOS:
                 raise CloudValueError("body must be a dict")
             cs.check_data(body, "body")
             msg["data"] = body
+        return cmd.reply_topic, cs.dump(msg)
+
+    def failure(self, cmd, why, unknown=False):
+        """(topic, payload) saying `cmd` failed: 1101 when no handler knows it, 1102 when its handler failed
+        (the SDKs' codes), with ``why`` as the message."""
+        msg = {"id": cmd.id, "code": UNKNOWN_COMMAND if unknown else HANDLER_FAILED, "message": why}
+        if cmd.kind != ACTIVATE:
+            msg["data"] = {}
         return cmd.reply_topic, cs.dump(msg)
 
     def error_reply(self, exc):

@@ -14,7 +14,7 @@ _IOTDA = "iotda"
 # The keys this profile reads (README "Configuration"); its section of the config is cloud.huawei.
 CONFIG = {"cloud": {"huawei": {"device_id": REQ, "secret": REQ, "id_type": (0, 0, 2), "api": ("legacy", "iotda"),
                                "codec": ("json", "binary"), "service_id": "Telemetry",
-                               "sig_type": ("auto", "0", "1")}}}
+                               "sig_type": ("auto", "0", "1"), "seq_property": "seq"}}}
 SECRETS = ("cloud.huawei.secret",)
 
 # Command kinds parse() returns.
@@ -58,7 +58,8 @@ def _name_ok(v):
 
 
 def _valid_mid(mid):
-    return type(mid) is int and 1 <= mid <= 65535
+    # the platform issues 1..65535 (legacy "Delivering Commands"); 0 is answered too, echoing what came
+    return type(mid) is int and 0 <= mid <= 65535
 
 
 class Huawei:
@@ -83,13 +84,15 @@ class Huawei:
     RATE = (6, 60)  # (connects, window s) the connect-rate gate allows (a sane cap; no documented limit)
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg, binary=None):
+        """The profile a validated configuration describes; ``binary``: the payload codec of a product with
+        a binary codec plug-in (the board's or the app's), needed when cloud.huawei.codec is "binary"."""
         h = cfg["cloud"]["huawei"]
         return cls(h["device_id"], h["secret"], h["id_type"], h["api"], h["codec"], h["service_id"],
-                   sig_type=h["sig_type"])
+                   sig_type=h["sig_type"], seq_property=h["seq_property"] or None, binary=binary)
 
     def __init__(self, device_id, secret, id_type=0, api=_LEGACY, codec="json", service_id=None,
-                 max_payload=cs.DEFAULT_MAX_PAYLOAD, sig_type="auto"):
+                 max_payload=cs.DEFAULT_MAX_PAYLOAD, sig_type="auto", seq_property=None, binary=None):
         self.device_id = cs.check_token(device_id, "device_id", _ID_MAX)
         self._secret = cs.secret_bytes(secret, "secret")
         _check_id_type(id_type)
@@ -106,6 +109,12 @@ class Huawei:
             raise CloudValueError("max_payload must be an int >= 64")
         if sig_type not in ("auto", "0", "1"):
             raise CloudValueError("sig_type must be 'auto', '0' or '1'")
+        if codec == "binary" and binary is None:
+            raise CloudValueError("codec binary needs the payload codec of the product (see docs/clouds.md)")
+        if seq_property is not None:
+            cs.check_token(seq_property, "seq_property", _NAME_MAX)
+        self.binary = binary
+        self.seq_property = seq_property
         self.sig_type = sig_type
         self.id_type = id_type
         self.api = api
@@ -157,16 +166,14 @@ class Huawei:
     # ---- upstream ----
 
     def telemetry(self, data, unix_s=None, sample_id=None, service_id=None):
-        """(topic, payload) reporting `data` (dict of values; bytes for the legacy binary codec) for one service.
+        """(topic, payload) reporting `data` (a dict of values) for one service.
 
-        unix_s: time of the sample (eventTime / event_time), omitted when None (the platform stamps it).
-        sample_id: legacy only, sent as the top-level "identifier" (the cloud twin de-duplicates by it)."""
+        unix_s: time of the sample (eventTime / event_time), omitted when None: the platform then stamps its
+        receive time (a time it cannot trust is never sent). sample_id: the sample's number, which the cloud
+        and the twin de-duplicate by -- legacy JSON: the top-level "identifier"; IoTDA: the property
+        ``seq_property`` (it must be in the product model); binary: inside the codec's bytes."""
         if self.codec == "binary":
-            if type(data) not in (bytes, bytearray) or not data:
-                raise CloudValueError("binary codec: data must be non-empty bytes")
-            if unix_s is not None or sample_id is not None or service_id is not None:
-                raise CloudValueError("binary codec: time, sample_id and service_id belong in the codec's bytes")
-            return self._data, bytes(data)
+            return self._data, self.binary.encode_sample(data, unix_s, sample_id)
         sid = self.service_id if service_id is None else service_id
         if sid is None:
             raise CloudValueError("telemetry needs a service_id (argument or constructor)")
@@ -183,8 +190,9 @@ class Huawei:
             if sample_id is not None:
                 msg["identifier"] = cs.check_sample_id(sample_id)
             return self._data, cs.dump(msg)
-        if sample_id is not None:
-            raise CloudValueError("IoTDA property reports carry no sample id")
+        if sample_id is not None and self.seq_property is not None:
+            data = dict(data)
+            data[self.seq_property] = sample_id
         item = {"service_id": sid, "properties": data}
         if unix_s is not None:
             item["event_time"] = cs.utc_stamp(unix_s)
@@ -203,7 +211,15 @@ class Huawei:
                     raise CloudMessageError(cs.TOO_LARGE, "binary command exceeds max_payload", kind=BINARY)
                 if not payload:
                     raise CloudMessageError(cs.EMPTY, "binary command is empty", kind=BINARY)
-                return Command(BINARY, None, None, bytes(payload), self._data_bin)
+                if self.binary is None:
+                    raise CloudMessageError(cs.BAD_FIELD, "binary command, but no payload codec", kind=BINARY)
+                try:
+                    mid, name, params = self.binary.decode_command(bytes(payload))
+                except ValueError as e:  # the codec says why; its mid when it could read one
+                    mid = e.args[1] if len(e.args) > 1 else None
+                    raise CloudMessageError(cs.BAD_FIELD, "binary command: %s" % e.args[0], self.FAIL, mid,
+                                            self._data_bin if mid is not None else None, BINARY) from None
+                return Command(BINARY, mid, name, params, self._data_bin, None, cs.RUN)
             root = "/huawei/v1/devices/"
         else:
             oc = self._oc
@@ -245,7 +261,7 @@ class Huawei:
         obj = self._load(payload, COMMAND, data_topic, None)
         mid = obj.get("mid")
         if not _valid_mid(mid):
-            raise CloudMessageError(cs.BAD_FIELD, "mid missing or not an int 1..65535", kind=COMMAND)
+            raise CloudMessageError(cs.BAD_FIELD, "mid missing or not an int 0..65535", kind=COMMAND)
         service = obj.get("serviceId")
         name = obj.get("cmd")
         paras = obj.get("paras", {})
@@ -293,9 +309,13 @@ class Huawei:
             if type(params) is not list or not params:
                 why = "services missing or not a non-empty list"
             else:
+                flat = {}  # the values to set, whatever service declares them (the app's settable values)
                 for s in params:
                     if type(s) is not dict or not _name_ok(s.get("service_id")) or type(s.get("properties")) is not dict:
                         why = "each service needs a service_id and a properties object"
+                        break
+                    flat.update(s["properties"])
+                params = flat
             name = service = None
         else:
             params = {}
@@ -321,17 +341,15 @@ class Huawei:
 
     def reply(self, cmd, code=None, body=None):
         """(topic, payload) answering `cmd`. code: OK (default) or FAIL (legacy errcode 0/1; IoTDA any int).
-        body: legacy/IoTDA command: dict of response parameters; properties_get: dict of the service's
-        property values (or the full list of services); properties_set: optional str description;
-        binary: the response bytes."""
+        body: legacy/IoTDA command: dict of response parameters; properties_get: dict of property values (of
+        the service the request named, else this profile's service) or the full list of services;
+        properties_set: optional str description; binary: a dict the payload codec encodes."""
         code = cs.reply_code(cmd, code, self.OK)
         kind = cmd.kind
-        if kind == BINARY:
-            if type(body) not in (bytes, bytearray) or not body:
-                raise CloudValueError("binary reply: body must be non-empty bytes")
-            return cmd.reply_topic, bytes(body)
         if body is not None:
             cs.check_data(body, "body")
+        if kind == BINARY:
+            return cmd.reply_topic, self.binary.encode_reply(cmd.id, code, body)
         if kind == PROPERTIES_SET:
             if body is not None and type(body) is not str:
                 raise CloudValueError("properties_set: body is the result description, a str")
@@ -340,10 +358,10 @@ class Huawei:
         elif kind == PROPERTIES_GET:
             if type(body) is list:
                 services = body
-            elif type(body) is dict and cmd.service is not None:
-                services = [{"service_id": cmd.service, "properties": body}]
+            elif type(body) is dict:
+                services = [{"service_id": cmd.service or self.service_id, "properties": body}]
             else:
-                raise CloudValueError("properties_get: body must be a dict (request named a service) or a list")
+                raise CloudValueError("properties_get: body must be a dict of values or a list of services")
             msg = {"services": services}
         else:  # a command: legacy deviceRsp or IoTDA command response
             if body is not None and type(body) is not dict:
@@ -356,15 +374,29 @@ class Huawei:
                     msg["body"] = body
             else:
                 msg = {"result_code": code}
+                if cmd.name is not None:
+                    msg["response_name"] = cmd.name
                 if body is not None:
                     msg["paras"] = body
         return cmd.reply_topic, cs.dump(msg)
+
+    def failure(self, cmd, why, unknown=False):
+        """(topic, payload) saying `cmd` failed (``why``: a short text for the cloud console), or None when the
+        protocol has no failure reply for it (a properties/get). Huawei has one failure code for an unknown
+        command and a failed one."""
+        if cmd.kind == PROPERTIES_GET:
+            return None  # a properties/get response has no error form: not answered
+        if cmd.kind == PROPERTIES_SET:
+            return self.reply(cmd, self.FAIL, why)
+        return self.reply(cmd, self.FAIL, {"error": why})
 
     def error_reply(self, exc):
         """(topic, payload) of the protocol's failure reply to a refused message, or None when the protocol has
         none or the message's id could not be recovered."""
         if type(exc) is not CloudMessageError or exc.reply_topic is None:
             return None
+        if exc.kind == BINARY:
+            return exc.reply_topic, self.binary.encode_reply(exc.msg_id, self.FAIL, None)
         if self.api == _LEGACY:
             msg = {"msgType": "deviceRsp", "mid": exc.msg_id, "errcode": self.FAIL}
         else:
