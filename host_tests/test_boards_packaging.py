@@ -260,7 +260,7 @@ def test_root_manifest_options_select_what_is_frozen(opts, expect_lib, expect_ap
     assert lib == base | expect_lib
     app = {t[4:-3] for t in m.targets() if t.startswith("app/")}
     assert app == {"__init__", "main", "wiring", "config", "log", "core", "supervisor", "telemetry", "readers",
-                   "outbox", "record", "dispatcher", "commands"} | expect_app
+                   "outbox", "record", "dispatcher", "commands", "codec"} | expect_app
 
 
 def test_root_manifest_refuses_an_unknown_option_value():

@@ -40,7 +40,7 @@ def declarations():
 
 
 def test_every_config_key_is_documented():
-    keys = sorted({k for d in declarations() for k in _keys(d)})
+    keys = sorted({k for d in declarations() for layer in (d if isinstance(d, tuple) else (d,)) for k in _keys(layer)})
     assert len(keys) > 60
     missing = [k for k in keys if "`%s`" % k not in README]
     assert not missing, "config keys missing from README.md: %s" % missing

@@ -1,6 +1,7 @@
 """`make demo`: the whole mission on one machine, narrated in plain words.
 
-    python -m tools.demo [--cloud huawei|enos|enos-dynamic] [--modem bg96|bc660k] [--transport native|socket]
+    python -m tools.demo [--cloud huawei|huawei-binary|iotda|enos|enos-dynamic|mqtt] [--modem bg96|bg95|bc660k]
+                         [--transport native|socket]
                          [--forever] [--fresh] [--workdir build/demo]
 
 The firmware (firmware/main.py on the MicroPython unix port) talks over a pty to the modem emulator, whose
@@ -36,25 +37,58 @@ HUAWEI_SECRET = "s3cret-huawei-device"
 ENOS_PK, ENOS_DK, ENOS_DS, ENOS_PS = "pk-test-1", "dk-test-1", "enos-device-secret-1", "enos-product-secret-1"
 
 
+# The product model a console must define for the firmware's default readings (README "Product model"):
+# telemetry.readings demo (temperature), signal (csq, rssi, rsrp, sinr, rsrq, act, oper, band, channel, tac, ci),
+# uptime, outbox (outbox, dropped), plus the sample number IoTDA reports carry (seq).
+READINGS_TYPES = {"temperature": "decimal", "uptime": "int", "outbox": "int", "dropped": "int", "csq": "int",
+                  "rssi": "int", "rsrp": "int", "sinr": "int", "rsrq": "int", "channel": "int", "act": "string",
+                  "oper": "string", "band": "string", "tac": "string", "ci": "string", "mcu_temp": "decimal",
+                  "vbat": "decimal", "vdda": "decimal"}
+# (plus "interval", the one writable value: the set/get commands name it)
+HUAWEI_MODEL = {"services": {"Telemetry": dict(READINGS_TYPES, seq="int", interval="int")}}
+_ENOS_TYPE = {"decimal": "float", "int": "int", "string": "string"}
+ENOS_MODEL = {"measurepoints": dict({k: _ENOS_TYPE[t] for k, t in READINGS_TYPES.items()}, interval="int")}
+HUAWEI_NODE = "866425030000017"  # the device's node id (its IMEI), for legacy id type 2
+PLAIN_ID = "plain-dev-1"
+PLAIN_USER, PLAIN_PASS = "plain-user", "plain-pass-1"
+# make demo CLOUD=...: the twin's rules and the device's cloud settings
+VARIANTS = {"huawei": ("huawei", {}), "huawei-binary": ("huawei", {"codec": "binary"}),
+            "iotda": ("iotda", {"api": "iotda"}), "enos": ("enos", {}), "enos-dynamic": ("enos", {}),
+            "mqtt": ("mqtt", {})}
+
+
 def devices(cloud, dynamic=False):
-    """The twin's device registry for the demo device."""
-    if cloud == "huawei":
-        return {"devices": [{"device_id": HUAWEI_ID, "secret": HUAWEI_SECRET}]}
+    """The twin's device registry for the demo device (cloud: the twin's --cloud)."""
+    if cloud in ("huawei", "iotda"):
+        d = {"device_id": HUAWEI_ID, "secret": HUAWEI_SECRET}
+        if cloud == "huawei":
+            d["node_id"] = HUAWEI_NODE
+        return {"model": HUAWEI_MODEL, "devices": [d]}
+    if cloud == "mqtt":
+        return {"devices": [{"client_id": PLAIN_ID, "username": PLAIN_USER, "password": PLAIN_PASS}]}
     if dynamic:
-        return {"products": [{"product_key": ENOS_PK, "product_secret": ENOS_PS, "dynamic": True}],
+        return {"model": ENOS_MODEL, "products": [{"product_key": ENOS_PK, "product_secret": ENOS_PS, "dynamic": True}],
                 "devices": [{"product_key": ENOS_PK, "device_key": ENOS_DK}]}
-    return {"products": [{"product_key": ENOS_PK}],
+    return {"model": ENOS_MODEL, "products": [{"product_key": ENOS_PK}],
             "devices": [{"product_key": ENOS_PK, "device_key": ENOS_DK, "device_secret": ENOS_DS}]}
 
 
-def device_config(cloud, modem, transport="native", dynamic=False, mtls=False, interval=2, **over):
-    """(config.json, secrets.json) contents for the demo/test device."""
+def device_id(cloud):
+    """The name the twin knows the demo device by."""
+    return HUAWEI_ID if cloud in ("huawei", "iotda") else PLAIN_ID if cloud == "mqtt" else ENOS_DK
+
+
+def device_config(which, modem, transport="native", dynamic=False, mtls=False, interval=2, **over):
+    """(config.json, secrets.json) contents for the demo/test device. cloud: huawei, iotda, enos or mqtt (the
+    twin's rules); ``over`` merges into the sections (e.g. cloud={"huawei": {"codec": "binary"}})."""
+    cloud = which
+    profile = {"iotda": "huawei"}.get(cloud, cloud)
     cfg = {
         "board": "unix",
         "modem": {"type": modem, "apn": "iot.test"},
         "tls": {"ca": "ca.pem"},
         "mqtt": {"host": HOST, "port": 8883, "transport": transport, "keepalive": 60 if cloud == "enos" else 120},
-        "cloud": {"profile": cloud},
+        "cloud": {"profile": profile},
         "telemetry": {"interval_s": interval, "readings": ["demo", "uptime", "outbox"]},
         "backoff": {"min_s": 1, "max_s": 4, "jitter": 0.25},
         "log": {"level": "info"},
@@ -62,15 +96,25 @@ def device_config(cloud, modem, transport="native", dynamic=False, mtls=False, i
     }
     if mtls:
         cfg["tls"].update({"cert": "client.pem", "key": "client.key"})
-    if cloud == "huawei":
+    if profile == "huawei":
         cfg["cloud"]["huawei"] = {"device_id": HUAWEI_ID, "service_id": "Telemetry"}
+        if cloud == "iotda":
+            cfg["cloud"]["huawei"]["api"] = "iotda"
         sec = {"cloud": {"huawei": {"secret": HUAWEI_SECRET}}}
+    elif profile == "mqtt":
+        cfg["cloud"]["mqtt"] = {"client_id": PLAIN_ID, "username": PLAIN_USER}
+        sec = {"cloud": {"mqtt": {"password": PLAIN_PASS}}}
     else:
         cfg["cloud"]["enos"] = {"product_key": ENOS_PK, "device_key": ENOS_DK}
         sec = {"cloud": {"enos": {"product_secret": ENOS_PS} if dynamic else {"device_secret": ENOS_DS}}}
     for k, v in over.items():
         if isinstance(v, dict):
-            cfg.setdefault(k, {}).update(v)
+            node = cfg.setdefault(k, {})
+            for k2, v2 in v.items():
+                if isinstance(v2, dict) and isinstance(node.get(k2), dict):
+                    node[k2].update(v2)
+                else:
+                    node[k2] = v2
         else:
             cfg[k] = v
     return cfg, sec
@@ -152,10 +196,11 @@ class Rig:
     flash directory, and the firmware process. ``stop()`` ends everything."""
 
     def __init__(self, work, cloud="huawei", modem="bg96", transport="native", dynamic=False, fresh=False,
-                 interval=2, quiet=False, **over):
+                 interval=2, quiet=False, variant=None, cfg_over=None, **over):
         self.work = Path(work)
         self.cloud, self.modem, self.dynamic = cloud, modem, dynamic
-        self.tag = "%s%s-%s-%s" % (cloud, "-dynamic" if dynamic else "", modem, transport)
+        self.variant = variant or ("enos-dynamic" if dynamic else cloud)
+        self.tag = "%s-%s-%s" % (self.variant, modem, transport)
         if fresh:
             shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -167,7 +212,7 @@ class Rig:
         self.fw = None
         self.sim = None
         self.sockdir = tempfile.mkdtemp(prefix="cellmqtt-")  # unix socket paths must stay short (108 bytes)
-        self.device = HUAWEI_ID if cloud == "huawei" else ENOS_DK
+        self.device = device_id(cloud)
         devfile = self.work / ("devices-%s.json" % self.tag)
         devfile.write_text(json.dumps(devices(cloud, dynamic)))
         twin = Service(python_module("tools.cloudtwin", "--cloud", cloud, "--certs", self.work / "pki", "--devices",
@@ -184,12 +229,16 @@ class Rig:
         self.flash = self.work / ("device-%s" % self.tag)
         (self.flash / "certs").mkdir(parents=True, exist_ok=True)
         shutil.copy(self.keys["ca_pem"], self.flash / "certs" / "ca.pem")
-        cfg, sec = device_config(cloud, modem, transport, dynamic, interval=interval, **over)
+        cfg, sec = device_config(cloud, modem, transport, dynamic, interval=interval, **dict(cfg_over or {}, **over))
         (self.flash / "config.json").write_text(json.dumps(cfg, indent=1))
         if dynamic or not (self.flash / "secrets.json").exists():
             (self.flash / "secrets.json").write_text(json.dumps(sec))
 
     def start_modem(self, *extra):
+        if self.variant == "huawei-binary" and self.modem == "bg96" and "--firmware" not in extra:
+            # the codec's bytes include 0x1A/0x1B, which the A07 firmware's Ctrl-Z publish form cannot carry:
+            # a BG96 firmware with the fixed-length QMTPUB form (docs/clouds.md "Binary codec")
+            extra = ("--firmware", "BG96MAR02A08M1G") + extra
         self.sim = Service(python_module("tools.modemsim", "--profile", self.modem, "--link", self.port,
                                          "--resolve", "%s:8883=127.0.0.1:%s" % (HOST, self.twin_ports["tls"]),
                                          "--state-dir", self.module_flash,
@@ -273,26 +322,55 @@ def _pki(work, fresh, say=print):
     return {n.replace(".", "_"): str(d / n) for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
+# per variant: the two commands the demo sends (the second sets the interval to 1 s) as control specs, and
+# where the reply carries its values
+COMMANDS = {
+    "huawei": ((dict(service_id="Config", cmd="status", paras={}), "body"),
+               (dict(service_id="Config", cmd="set_interval", paras={"value": 1}), "body")),
+    "huawei-binary": ((dict(service_id="Config", cmd="status", paras={}, binary=True), "body"),
+                      (dict(service_id="Config", cmd="set_interval", paras={"value": 1}, binary=True), "body")),
+    "iotda": ((dict(kind="command", service_id="Config", command_name="status", paras={}), "paras"),
+              (dict(kind="properties_set", services=[{"service_id": "Telemetry", "properties": {"interval": 1}}]),
+               "result_desc")),
+    "enos": ((dict(kind="service", service_id="status", params={}), "data"),
+             (dict(kind="measurepoint_set", params={"interval": 1}), "data")),
+    "mqtt": ((dict(cmd="status", params={}), "data"), (dict(cmd="set_interval", params={"interval": 1}), "data")),
+}
+COMMANDS["enos-dynamic"] = COMMANDS["enos"]
+NARRATED = {"huawei": "Huawei OceanConnect (legacy)", "huawei-binary": "Huawei OceanConnect (legacy, binary codec)",
+            "iotda": "Huawei IoTDA", "enos": "EnOS", "enos-dynamic": "EnOS (dynamic activation)",
+            "mqtt": "a plain MQTT broker"}
+
+
+def _ok(rep):
+    # success in each cloud's words: errcode 0 (legacy), result_code 0 or absent (IoTDA), code 200 (EnOS), 0
+    for key, good in (("errcode", 0), ("result_code", 0), ("code", 200)):
+        if key in rep:
+            return rep[key] == good or (key == "code" and rep[key] == 0)
+    return True
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--cloud", choices=("huawei", "enos", "enos-dynamic"), default="huawei")
-    ap.add_argument("--modem", choices=("bg96", "bc660k"), default="bg96")
+    ap.add_argument("--cloud", choices=tuple(VARIANTS), default="huawei")
+    ap.add_argument("--modem", choices=("bg96", "bg95", "bc660k"), default="bg96")
     ap.add_argument("--transport", choices=("native", "socket"), default="native")
     ap.add_argument("--forever", action="store_true", help="keep running after the scenario (Ctrl-C stops)")
     ap.add_argument("--fresh", action="store_true", help="forget the certificates, the module's flash and the device's state")
     ap.add_argument("--workdir", default=str(ROOT / "build" / "demo"))
     ap.add_argument("--timeout", type=float, default=60, help="seconds each step may take (default 60)")
     a = ap.parse_args(argv)
-    cloud = "huawei" if a.cloud == "huawei" else "enos"
+    cloud, huawei = VARIANTS[a.cloud]
     dynamic = a.cloud == "enos-dynamic"
-    modem_name = {"bg96": "BG96", "bc660k": "BC660K-GL"}[a.modem]
-    print("cellmqtt demo: %s modem, %s cloud, %s MQTT transport" % (modem_name, a.cloud, a.transport))
+    modem_name = {"bg96": "BG96", "bg95": "BG95-M3", "bc660k": "BC660K-GL"}[a.modem]
+    print("cellmqtt demo: %s modem, %s, %s MQTT transport" % (modem_name, NARRATED[a.cloud], a.transport))
     rig = None
     tail = None
     try:
-        rig = Rig(a.workdir, cloud, a.modem, a.transport, dynamic, a.fresh)
-        print("Cloud twin (%s rules) is listening with TLS on 127.0.0.1:%s" % ("EnOS" if cloud == "enos" else "Huawei",
-                                                                             rig.twin_ports["tls"]))
+        over = {"cloud": {"huawei": huawei}} if huawei else {}
+        rig = Rig(a.workdir, cloud, a.modem, a.transport, dynamic, a.fresh, variant=a.cloud, cfg_over=over)
+        print("Cloud twin (%s rules, product model checked) is listening with TLS on 127.0.0.1:%s" % (
+            NARRATED[a.cloud], rig.twin_ports["tls"]))
         print("Emulated %s on %s (its network side reaches the twin over real TLS)" % (modem_name, rig.port))
         print("Device flash: %s (config.json, secrets.json, certs/ca.pem)" % rig.flash)
         print("Starting the firmware on the MicroPython unix port...")
@@ -315,44 +393,43 @@ def main(argv=None):
                 if sid is None or sid in shown:
                     continue
                 shown.add(sid)
-                _say("Telemetry arrived at the cloud twin: sample %s %s" % (sid, _readings(m)))
+                _say("Telemetry accepted by the twin's product model: sample %s %s" % (sid, _readings(m)))
+            for r in tel.get("rejected", [])[len(shown_rejected):]:
+                shown_rejected.append(r)
+                _say("[rejected] the cloud refused sample %s: %s" % (r.get("sample_id"), r.get("why")))
             return tel
 
+        shown_rejected = []
         wait("the device to come online", lambda: any(x.endswith(" INFO running") for x in tail.seen))
         time.sleep(0.3)  # let the narration of the connection print first
         wait("3 samples at the cloud", lambda: len(show_samples().get("samples", [])) >= 3)
         conn = [c for c in ctl.connections(device) if c["accepted"]][-1]
         _say("The twin saw: TLS=%s, client id %s, credentials checked and accepted." % (conn["tls"], conn["client_id"]))
-        if cloud == "huawei":
-            cid = ctl.command(device, service_id="Config", cmd="status", paras={})
-            _say("Cloud sends the command 'status' down (cloudReq mid %s)..." % cid)
-        else:
-            cid = ctl.command(device, kind="service", service_id="status", params={})
-            _say("Cloud invokes the service 'status' (request id %s)..." % cid)
+        (first, where1), (second, where2) = COMMANDS[a.cloud]
+        cid = ctl.command(device, **first)
+        _say("Cloud sends the command 'status' down (id %s)..." % cid)
         rep = wait("the command's reply", lambda: (ctl.command_record(cid) or {}).get("reply"))
-        body = rep.get("body") or rep.get("data") or {}
-        _say("Reply came back: state=%s, uptime=%s s, outbox=%s, published=%s" % (
-            body.get("state"), body.get("uptime"), body.get("outbox"), body.get("published")))
-        if cloud == "huawei":
-            cid = ctl.command(device, service_id="Config", cmd="set_interval", paras={"value": 1})
-        else:
-            cid = ctl.command(device, kind="measurepoint_set", params={"interval": 1})
-        _say("Cloud sets the telemetry interval to 1 s...")
+        body = rep.get(where1) or {}
+        _say("Reply came back: %s" % ", ".join("%s=%s" % (k, body.get(k)) for k in ("state", "uptime", "interval",
+                                                                                  "outbox", "published") if k in body))
+        cid = ctl.command(device, **second)
+        _say("Cloud sets the telemetry interval to 1 s%s..." % (" (a property set)" if a.cloud == "iotda" else ""))
         rep = wait("the interval reply", lambda: (ctl.command_record(cid) or {}).get("reply"))
-        _say("Device confirmed (%s)." % ("errcode 0" if cloud == "huawei" else "code %s" % rep.get("code")))
+        ok = _ok(rep)
+        _say("Device confirmed (%s)." % ("success" if ok else "FAILED: %s" % rep))
         n = len(ctl.telemetry(device).get("samples", []))
         wait("faster samples", lambda: len(show_samples().get("samples", [])) >= n + 3)
         tel = ctl.telemetry(device)
         ids = sorted(int(s) for s in tel["samples"])
         gaps = (ids[-1] - ids[0] + 1) - len(ids)
-        print("Demo complete: %d samples delivered this run, %d missing, %d duplicates; 2 commands answered." % (
-            len(ids), gaps, tel["duplicates"]))
+        print("Demo complete: %d samples delivered this run, %d missing, %d duplicates, %d rejected; 2 commands "
+              "answered." % (len(ids), gaps, tel["duplicates"], len(tel.get("rejected", []))))
         if a.forever:
             print("Running on (--forever); Ctrl-C stops.")
             while fw.poll() is None:
                 show_samples()
                 time.sleep(1)
-        return 0 if gaps == 0 else 1
+        return 0 if gaps == 0 and ok and not tel.get("rejected") else 1
     except KeyboardInterrupt:
         print("stopped")
         return 0
