@@ -50,6 +50,9 @@ def _variant(profile, **opts):
 
 
 bg96_later = _variant("bg96", firmware="later")
+bg96_a07 = _variant("bg96", firmware="BG96MAR02A07M1G")
+bg96_nofixed = _variant("bg96", settings={"pub_fixed_refused": 1})
+bg96_silent_open = _variant("bg96", settings={"qmtopen_silent": 1})
 bg95 = _variant("bg95")
 bg770a = _variant("bg95", firmware="BG770AGLAAR01A05")
 bg95_echo = _variant("bg95", settings={"echo_fixed": 1})

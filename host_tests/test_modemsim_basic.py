@@ -53,7 +53,7 @@ def test_bc660k_boot_prints_only_rdy(start_modemsim):
 
 
 def test_bg96_ati_matches_t1(start_modemsim):
-    p = booted(start_modemsim("bg96"))
+    p = booted(start_modemsim("bg96", firmware="BG96MAR02A07M1G"))  # T1's firmware (the default is later)
     assert p.cmd("ATI") == b"ATI\r\r\nQuectel\r\nBG96\r\nRevision: BG96MAR02A07M1G\r\n\r\nOK\r\n"
     # T1: AT&FZE0 (chained basic commands) then echo is off
     assert p.cmd("AT&FZE0") == b"AT&FZE0\r\r\nOK\r\n"
@@ -104,7 +104,7 @@ def test_bc660k_cme_text_and_parameter_errors(start_modemsim):
 
 
 def test_t4_shapes_qmtopen_test_is_compact_and_cpin_without_pending_pin(start_modemsim):
-    p = booted(start_modemsim("bg96"))
+    p = booted(start_modemsim("bg96", firmware="BG96MAR02A07M1G"))
     assert p.cmd("AT+QMTOPEN=?") == b"AT+QMTOPEN=?\r\r\n+QMTOPEN: (0-5),<host_name>,(0-65535)\r\nOK\r\n"
     assert p.cmd('AT+CPIN="0000"') == b'AT+CPIN="0000"\r\r\n+CME ERROR: 3\r\n'
     out = p.cmd("AT+QMTCFG=?")
@@ -457,7 +457,7 @@ def test_micropython_unix_port_can_drive_the_emulator(start_modemsim, mpy):
     assert r.returncode == 0, r.stderr.decode() + r.stdout.decode()
     out = r.stdout.decode()
     assert "b'ATE0\\r\\r\\nOK\\r\\n'" in out
-    assert "b'\\r\\nQuectel\\r\\nBG96\\r\\nRevision: BG96MAR02A07M1G\\r\\n\\r\\nOK\\r\\n'" in out
+    assert "b'\\r\\nQuectel\\r\\nBG96\\r\\nRevision: BG96MAR02A08M1G\\r\\n\\r\\nOK\\r\\n'" in out
 
 
 def test_profile_specific_fault_rules_are_checked_at_start(tmp_path):

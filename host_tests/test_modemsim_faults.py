@@ -78,7 +78,7 @@ def test_urc_after_echo_and_mid_response(start_modemsim):
     p = boot(m)
     p.wait_registered()
     assert p.cmd("AT+CPIN?") == b'AT+CPIN?\r\r\n+QIURC: "pdpdeact",1\r\n\r\n+CPIN: READY\r\n\r\nOK\r\n'
-    assert p.cmd("ATI") == b"ATI\r\r\nQuectel\r\n\r\n+QMTSTAT: 0,1\r\nBG96\r\nRevision: BG96MAR02A07M1G\r\n\r\nOK\r\n"
+    assert p.cmd("ATI") == b"ATI\r\r\nQuectel\r\n\r\n+QMTSTAT: 0,1\r\nBG96\r\nRevision: BG96MAR02A08M1G\r\n\r\nOK\r\n"
     p.write(b"AT+CSQ\r")
     assert p.read_until(rb"\+CEREG: 1\r\n") == b"AT+CSQ\r\r\n+CSQ: 20,99\r\n\r\nOK\r\n\r\n+CEREG: 1\r\n"
 

@@ -562,7 +562,7 @@ def test_bc660k_certificate_error_code(rsa_broker, start_modemsim, pki):
 
 
 def test_qmtcfg_query_formats_per_profile(start_modemsim):
-    p = boot(start_modemsim("bg96"))
+    p = boot(start_modemsim("bg96", firmware="BG96MAR02A07M1G"))
     assert p.cmd('AT+QMTCFG="keepalive",0') == b'\r\n+QMTCFG: "keepalive",120\r\n\r\nOK\r\n'
     assert p.cmd('AT+QMTCFG="timeout",0') == b'\r\n+QMTCFG: "timeout",5,3,0\r\n\r\nOK\r\n'
     assert p.cmd('AT+QMTCFG="version",5') == b'\r\n+QMTCFG: "version",3\r\n\r\nOK\r\n'
@@ -624,7 +624,7 @@ def test_bg96_later_firmware_length_form_and_recv_mode(broker, start_modemsim):
 
 
 def test_qmtpub_rules_limits_and_inflight(broker, start_modemsim):
-    m = start_modemsim("bg96", resolve=resolve(broker))
+    m = start_modemsim("bg96", resolve=resolve(broker), firmware="BG96MAR02A07M1G")
     p = boot(m)
     p.wait_registered()
     p.cmd("AT+QIACT=1")

@@ -7,7 +7,7 @@ import asyncio
 from cellmqtt.at_transcript import Transcript
 from cellmqtt.certs import CertError
 from cellmqtt.modem import CertUploadError, RegistrationError, SimError
-from cellmqtt.transport import ConnectRefused, DnsError, LinkLost, NetworkError, PayloadError, TlsError
+from cellmqtt.transport import ConnectRefused, DnsError, LinkLost, MqttError, NetworkError, PayloadError, TlsError
 from drivertest import ALL, bring_up, control, copy_certs, counters, make, mqtt, round_trip, wait_for
 
 
@@ -109,25 +109,65 @@ async def test_every_qmtstat_code_and_a_module_reset_reconnect_cleanly(bg96, pki
     assert counters(bg96)["uploads"] == 1
 
 
-async def test_ctrl_z_payload_refused_on_v1_firmware_never_truncated(bg96, pki, tmp_path_str):
+async def test_v1_firmware_gets_no_native_session(bg96_a07, pki, tmp_path_str):
+    # BG96MAR02A07M1G prints +QMTRECV without a length: a payload could forge AT lines, so no native session
     copy_certs(pki, tmp_path_str)
-    m = make("bg96", bg96, tmp_path_str)
+    m = make("bg96", bg96_a07, tmp_path_str)
+    await bring_up(m)
+    t = mqtt(m)
+    try:
+        await t.connect("broker.test", 8883, "dev-1")
+        assert False
+    except MqttError as e:
+        assert "socket" in str(e) and "recv/mode" in str(e)
+    assert counters(bg96_a07).get("mqtt_connects", 0) == 0 and not t.sent_connect
+
+
+async def test_refused_fixed_length_form_falls_back_to_ctrl_z_and_remembers(bg96_nofixed, pki, tmp_path_str):
+    copy_certs(pki, tmp_path_str)
+    m = make("bg96", bg96_nofixed, tmp_path_str)
     await bring_up(m)
     t = mqtt(m)
     await t.connect("broker.test", 8883, "dev-1")
-    before = counters(bg96).get("qmtpub", 0)
-    try:
+    assert t.FIXED_LEN  # the test form lists it
+    assert await round_trip(t, "dev-1/text", b"plain text") == ("dev-1/text", b"plain text")
+    assert not t.FIXED_LEN and m.memo.get("qmt_caps")[0] is False
+    before = counters(bg96_nofixed).get("qmtpub", 0)
+    try:  # the Ctrl-Z form cannot carry 0x1A: refused before anything reaches the module
         await t.publish("dev-1/bin", b"a\x1ab", 1)
         assert False
     except PayloadError as e:
         assert "Ctrl-Z" in str(e)
-    assert counters(bg96).get("qmtpub", 0) == before  # nothing reached the module
+    assert counters(bg96_nofixed).get("qmtpub", 0) == before
     try:
         await t.publish("dev-1/big", b"x" * 1549, 1)
         assert False
     except PayloadError:
         pass
-    assert await round_trip(t, "dev-1/text", b"plain text") == ("dev-1/text", b"plain text")
+    # an MCU restart: the memo keeps the Ctrl-Z form, no failed fixed-length attempt first
+    await t.disconnect()
+    m.close()
+    m2 = make("bg96", bg96_nofixed, tmp_path_str)
+    await bring_up(m2)
+    t2 = mqtt(m2)
+    await t2.connect("broker.test", 8883, "dev-1")
+    assert not t2.FIXED_LEN
+    assert await round_trip(t2, "dev-1/again", b"again") == ("dev-1/again", b"again")
+
+
+async def test_silent_qmtopen_query_after_an_mcu_reset(bg96_silent_open, pki, tmp_path_str):
+    # LTEmC: BGx firmware that never answers AT+QMTOPEN? on the UART; an MCU reset leaves the client open
+    copy_certs(pki, tmp_path_str)
+    m = make("bg96", bg96_silent_open, tmp_path_str)
+    await bring_up(m)
+    t = mqtt(m)
+    await t.connect("broker.test", 8883, "dev-1")
+    m.close()  # the MCU resets; the module keeps its session
+    m2 = make("bg96", bg96_silent_open, tmp_path_str)
+    await bring_up(m2)
+    t2 = mqtt(m2)
+    await t2.connect("broker.test", 8883, "dev-1")  # closes the stale client first, never asks QMTOPEN?
+    assert await round_trip(t2, "dev-1/after", b"ok") == ("dev-1/after", b"ok")
 
 
 async def test_ctrl_z_payload_published_intact_on_later_firmware(bg96_later, pki, tmp_path_str):

@@ -16,6 +16,7 @@ from cellmqtt.transport import (
     NetworkError,
     PayloadError,
     SubscribeRefused,
+    Truncated,
 )
 
 TIMEOUT = 60
@@ -92,7 +93,7 @@ class FakeBroker:
         if self._pump is None:
             self._pump = asyncio.create_task(self._pump_loop())
 
-    async def send(self, data):
+    async def send(self, data, secret=False):
         if not self.is_open:
             raise NetworkError("socket is not open")
         if self.send_error is not None:
@@ -684,14 +685,16 @@ async def test_incoming_qos2_is_a_protocol_error():
     assert isinstance(await asyncio.wait_for(c.wait_lost(), 2), MqttProtocolError)
 
 
-async def test_oversized_incoming_packet_is_a_protocol_error():
+async def test_oversized_incoming_publish_is_delivered_cut_and_the_session_goes_on():
     b, c = await up(max_packet=512)
     got = []
-    c.on_message(lambda t, p: got.append(p))
-    b.reply(codec.publish("cmd", b"x" * 600, 0))
-    reason = await asyncio.wait_for(c.wait_lost(), 2)
-    assert isinstance(reason, MqttProtocolError) and "512" in str(reason)
-    assert got == []
+    c.on_message(lambda t, p: got.append((t, p)))
+    b.reply(bytes(codec.publish("cmd", b"x" * 600, 1, pid=5)) + bytes(codec.publish("cmd", b"small", 0)))
+    await until(lambda: len(got) == 2)
+    (t1, p1), second = got
+    assert t1 == "cmd" and isinstance(p1, Truncated) and len(p1) == 600 and p1.head == b"x" * (512 - 3 - 2 - 3 - 2)
+    assert second == ("cmd", b"small") and c.is_connected()
+    await until(lambda: b.sent(codec.PUBACK))  # acknowledged: the broker does not redeliver it
 
 
 # ---- fragmentation --------------------------------------------------------------------------------------
@@ -776,7 +779,7 @@ async def test_peer_closing_after_our_disconnect_is_still_our_disconnect():
     b, c = await up()
     real_send = b.send
 
-    async def send_then_close(data):
+    async def send_then_close(data, secret=False):
         await real_send(data)
         if bytes(data) == codec.DISCONNECT_PACKET:
             b.peer_close(LinkLost("+QSSLURC: closed"))  # the broker drops the link before send() returns

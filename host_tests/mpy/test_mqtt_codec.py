@@ -3,7 +3,7 @@
 # xorshift fuzz with truncation and bit flips.
 from cellmqtt import mqtt_codec as codec
 from cellmqtt.mqtt_codec import MqttProtocolError, PacketReader
-from cellmqtt.transport import MqttError, PayloadError
+from cellmqtt.transport import MqttError, PayloadError, Truncated
 
 TIMEOUT = 120
 
@@ -36,7 +36,8 @@ def expect(exc, fn, *args, **kw):
 
 
 def summary(p):
-    s = (p.type, p.flags, p.pid, p.topic, p.payload, p.qos, p.retain, p.dup, p.code, p.session_present, p.codes,
+    pl = ("cut", p.payload.head, p.payload.size) if isinstance(p.payload, Truncated) else p.payload
+    s = (p.type, p.flags, p.pid, p.topic, pl, p.qos, p.retain, p.dup, p.code, p.session_present, p.codes,
          p.filters)
     if p.type == codec.CONNECT:
         s += (p.client_id, p.username, p.password, p.keepalive, p.clean, p.will_topic, p.will_payload, p.will_qos,
@@ -144,7 +145,7 @@ def test_remaining_length_in_real_packets():
 def test_remaining_length_decoding_and_overflow():
     # The reader parses the varint before refusing a body it cannot hold: the message names the value.
     for hdr, n in (("ffff7f", 2097151), ("80808001", 2097152), ("ffffff7f", 268435455), ("808001", 16384)):
-        got, err = decode_all(h("30" + hdr))
+        got, err = decode_all(h("90" + hdr))
         assert got == [] and err is not None and ("remaining length %d" % n) in err, (hdr, err)
     got, err = decode_all(h("30 ffffffff01"))
     assert err is not None and "longer than 4 bytes" in err
@@ -153,7 +154,8 @@ def test_remaining_length_decoding_and_overflow():
     # the limit counts the whole packet: 4096 bytes fit exactly, 4097 do not
     ok = bytes(codec.publish("t", bytes(4096 - 3 - 3)))
     assert len(ok) == 4096 and decode_all(ok)[1] is None
-    assert "4097" in decode_all(bytes(codec.publish("t", bytes(4096 - 3 - 2))))[1]
+    got, err = decode_all(bytes(codec.publish("t", bytes(4096 - 3 - 2))))  # one byte over: delivered cut
+    assert err is None and got[0][4] == ("cut", bytes(4096 - 3 - 3), 4096 - 3 - 2)  # bound - header - topic
 
 
 def test_encoders_write_into_a_given_buffer():
@@ -312,7 +314,7 @@ MALFORMED_TO_CLIENT = [
     ("90 02 0001", "without return codes"), ("90 03 0001 03", "reserved"), ("90 03 0001 81", "reserved"),
     ("90 03 0000 00", "packet id 0"), ("92 03 0001 00", "flags"), ("90 01 00", "past the end"),
     ("d0 01 00", "not 0"), ("d1 00", "flags"),
-    ("30 ffffffff01", "longer than 4"), ("30 808001", "exceeds"),
+    ("30 ffffffff01", "longer than 4"), ("90 808001", "exceeds"),
 ]
 
 MALFORMED_TO_SERVER = [
@@ -334,6 +336,22 @@ MALFORMED_TO_SERVER = [
     ("c0 01 00", "not 0"), ("e0 01 00", "not 0"), ("e1 00", "flags"),
     ("20 02 0000", "not allowed"), ("90 03 0001 00", "not allowed"), ("d0 00", "not allowed"),
 ]
+
+
+def test_a_publish_larger_than_the_buffer_is_delivered_cut_and_the_stream_goes_on():
+    # its head (topic, packet id, first payload bytes) and real size; the tail is skipped, the next packet decoded
+    big = bytes(codec.publish("cmd/x", b'{"id":7,' + b"x" * 5000 + b"}", 1, pid=9))
+    nxt = h("d0 00")
+    for splits in ([], range(1, len(big) + 2, 97), range(1, len(big) + 2)):
+        got, err = decode_all(big + nxt, splits, max_packet=512)
+        assert err is None and len(got) == 2 and got[1][0] == codec.PINGRESP, (splits, err)
+        t, _, pid, topic, pl = got[0][:5]
+        assert (t, pid, topic) == (codec.PUBLISH, 9, "cmd/x")
+        assert pl[0] == "cut" and pl[2] == 5009 and pl[1] == (b'{"id":7,' + b"x" * 5000)[:len(pl[1])]
+        assert len(pl[1]) == 512 - 3 - 2 - 5 - 2  # packet bound minus fixed header, topic, packet id
+    # any other packet type that large is still a protocol error
+    got, err = decode_all(h("90 808001"), max_packet=512)
+    assert got == [] and "exceeds" in err
 
 
 def test_malformed_input_raises_only_protocol_error():
@@ -487,7 +505,8 @@ def _fuzz(seed, rounds, server):
         assert whole == split == single, (n, data, whole, split, single)
         for s in whole[0]:
             if s[0] == codec.PUBLISH:
-                assert isinstance(s[3], str) and isinstance(s[4], bytes) and s[5] in (0, 1, 2)
+                assert isinstance(s[3], str) and s[5] in (0, 1, 2)
+                assert isinstance(s[4], bytes) or (s[4][0] == "cut" and isinstance(s[4][1], bytes) and s[4][2] > len(s[4][1]))
         errors += whole[1] is not None
     return errors
 

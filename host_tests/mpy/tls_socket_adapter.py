@@ -76,7 +76,7 @@ class TlsSocket:
         if self._close_cb is not None:
             self._close_cb(err)
 
-    async def send(self, data):
+    async def send(self, data, secret=False):
         if self._w is None:
             raise NetworkError("socket is not open")
         mv = memoryview(data)

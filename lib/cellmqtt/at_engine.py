@@ -183,15 +183,17 @@ _FR_QUOTED = const(2)
 def frame_line_then_bytes(count_field):
     """Frame spec for '<header>\r\n<N raw bytes>' records (BG96 push-mode ``+QSSLURC: "recv",<id>,<len>``,
     ``+QSSLRECV: <len>``): the byte count is field ``count_field`` of the header line."""
-    return (_FR_LINE, count_field, 1)
+    return (_FR_LINE, count_field, 1, False)
 
 
-def frame_quoted_len(len_field, scale=1):
+def frame_quoted_len(len_field, scale=1, partial=False):
     """Frame spec for '<prefix> a,b,...,<len>,"<len raw bytes>"' records on one line (``+QMTRECV`` with
     length, BC660K-GL ``+QSSLURC: "recv",0,0,<len>,"<data>"``). Field ``len_field`` (0-based, after the prefix)
     is the length; if that field is not a number followed by ',"', the record is an ordinary line.
-    ``scale``: characters per counted byte (2 for hex data formats)."""
-    return (_FR_QUOTED, len_field, scale)
+    ``scale``: characters per counted byte (2 for hex data formats). ``partial``: a URC record larger than the
+    receive buffer is handed over cut to the buffer's size (the handler sees fewer bytes than the length says:
+    a message it can still refuse by name) instead of being discarded unseen."""
+    return (_FR_QUOTED, len_field, scale, partial)
 
 
 _MAX_HEADER = const(320)  # the longest header a framed record may have before its payload
@@ -520,6 +522,7 @@ class AtEngine:
                     # a record a frame function may cut by length (its payload may hold CR/LF)
                     total = 0
                     frame = None
+                    urc = False
                     if p is not None and p.frame is not None:
                         m = _at(buf, r, w, p.prefix)
                         if m < 0:
@@ -535,12 +538,13 @@ class AtEngine:
                             if m:
                                 frame = f
                                 plen = len(prefix)
+                                urc = True
                                 break
                         if m < 0:
                             break  # need more bytes to tell
                     if frame is not None:
                         # header: skip `field` comma-separated fields (quoted ones whole), read the number
-                        kind, field, scale = frame
+                        kind, field, scale, partial = frame
                         limit = min(w, r + _MAX_HEADER)
                         nl = _find(buf, mv, b"\n", r, limit)
                         i = r + plen
@@ -581,14 +585,22 @@ class AtEngine:
                                 total = nl + 1 - r + n
                         if total < 0:
                             break
-                        if total > len(buf):
+                        if total > len(buf) and not (partial and urc):
                             self._report("record of %d bytes is larger than the %d-byte buffer; discarded" % (total, len(buf)))
                             self.unknown_count += 1
                             self._skip = total
                             continue
-                        if total and w - r < total:
+                        if total > len(buf):  # partial: handed over once the buffer is full, the rest skipped
+                            if w < len(buf):
+                                break  # (the reader moves the record to the front when the buffer fills)
+                            self._report("record of %d bytes is larger than the %d-byte buffer; cut" % (total, len(buf)))
+                            line = bytes(mv[r:w])
+                            self._skip = total - (w - r)
+                            self._r = w
+                            self.lines_count += 1
+                        elif total and w - r < total:
                             break
-                        if total:
+                        elif total:
                             self._r = r + total
                             line = bytes(mv[r:r + total])
                             self.lines_count += 1

@@ -213,7 +213,8 @@ class Bc660k(quectel.Quectel):
         raise md.PdpError("the default PDP context has no address (not attached)")
 
     def reboot(self):
-        """AT+QRST=1 (reset without detach), wait for its RDY and start again; volatile settings are lost."""
+        """AT+QRST=1 (reset without detach), wait for its RDY, start again and unlock the SIM (modem.pin);
+        volatile settings are lost."""
         return md.guard(self._reboot())
 
     async def _reboot(self):
@@ -225,6 +226,7 @@ class Bc660k(quectel.Quectel):
                 raise md.ModemNotResponding("no RDY within 20 s of AT+QRST")
             await asyncio.sleep(0.1)
         await self._start(30000)
+        await self._check_sim()  # a restart locks a PIN SIM again: enter it before anything waits for the network
 
     def configure_power(self):
         """PSM (``modem.psm``: {"tau": "<8-bit T3412>", "active": "<8-bit T3324>"} or false to disable) and eDRX

@@ -16,6 +16,7 @@ CONFIG = {"tls": {"dataformat": [0, 1]}}
 _SSL_ERR = {-1: "exception", -2: "connection error", -3: "certificate error", -4: "key error",
             -5: "cipher error", -6: "state error", -7: "timeout", -9: "other error"}
 _SEND = Cmd(None, 5000, gate_ms=550, data_ms=10000, result_ms=30000)
+_SEND_SECRET = Cmd(None, 5000, gate_ms=550, data_ms=10000, result_ms=30000, secret_data=True)  # never transcribed
 _CLOSE = Cmd(None, 5000, result_ms=15000)
 
 
@@ -104,7 +105,8 @@ class Bc660kTlsSocket:
             raise cls("TLS connection to %s:%d failed: %s (%d)" % (host, port, why, err), err)
         self.open_ = True
 
-    async def send(self, data):
+    async def send(self, data, secret=False):
+        spec = _SEND_SECRET if secret else _SEND
         mv = memoryview(data)
         for i in range(0, len(data), self.max_send):
             chunk = bytes(mv[i:i + self.max_send])
@@ -112,7 +114,7 @@ class Bc660kTlsSocket:
                 raise LinkLost("TLS socket is closed")
             payload = binascii.hexlify(chunk) if self.hex_send else chunk
             try:
-                _, res = await self.at.cmd_result(b"AT+QSSLSEND=0,0,%d" % len(chunk), _SEND, b"+QSSLSEND: 0,0,",
+                _, res = await self.at.cmd_result(b"AT+QSSLSEND=0,0,%d" % len(chunk), spec, b"+QSSLSEND: 0,0,",
                                                   payload)
             except AtError as e:  # the socket died under us (the "closed" URC may still be on its way)
                 raise LinkLost("TLS send failed: %s" % e) from None

@@ -3,12 +3,15 @@
 # native MQTT dialect (Bg96Mqtt) and the TLS diagnosis. The raw TLS socket (the "socket" transport) is in
 # bg96_socket.py, which imports this module (never the other way). Facts: reference/quectel-bg96.md (section
 # numbers below). The BG95/BG77/BG770A family reuses all of it (bg95.py).
+import binascii
+import hashlib
+
 from cellmqtt import modem as md
 from cellmqtt import quectel
 from cellmqtt.at_engine import AtCommandError, AtError, Cmd, CmeError, args, first, quote, to_int
 from cellmqtt.certs import checksum
 from cellmqtt.qmt import ModuleRefused, NativeMqtt
-from cellmqtt.transport import DnsError, MqttError, NetworkError, TlsError
+from cellmqtt.transport import DnsError, MqttError, NetworkError, PayloadError, TlsError
 
 # What the BG96 reads beyond the shared Quectel keys (README "Configuration")
 CONFIG = (quectel.CONFIG, {
@@ -120,22 +123,45 @@ class Bg96Mqtt(NativeMqtt):
             self._caps = [fixed, any(b'"recv/mode"' in line for line in cfg), upper_bound(pub[0]) if fixed else 0]
             self._use_caps()
             self.m.memo.set("qmt_caps", self._caps)
+        if not self._caps[1]:
+            # Without "recv/mode" the module prints +QMTRECV with no length: a payload holding CR LF would be
+            # read as AT lines (a forged +QMTSTAT, RDY, OK). No framing rule fixes that, so this firmware gets
+            # no native session; the socket transport reads every byte by count (AT+QSSLRECV).
+            raise MqttError("this BG96 firmware has no length-framed MQTT receive (no QMTCFG \"recv/mode\"): "
+                            "use mqtt.transport \"socket\" or newer module firmware")
         await super().connect(host, port, client_id, username, password, keepalive, clean)
 
     async def publish(self, topic, payload, qos=1, retain=False):
         try:
             return await super().publish(topic, payload, qos, retain)
-        except ModuleRefused:
-            if self.FIXED_LEN:  # the module no longer takes the fixed-length form: probe again next time
-                self.m.memo.forget("qmt_caps")
-                self._caps = None
-            raise
+        except ModuleRefused as e:
+            if not self.FIXED_LEN or self._caps is None:
+                raise
+            first = e
+        # Firmware that lists the fixed-length form and refuses it: the same message in the Ctrl-Z form. If that
+        # goes through, the form was the problem: Ctrl-Z from now on, remembered across boots.
+        self._set_fixed(False)
+        try:
+            r = await super().publish(topic, payload, qos, retain)
+        except (ModuleRefused, PayloadError):  # refused too (or it cannot carry this payload): not the form
+            self._set_fixed(True)
+            raise first from None
+        self._caps = [False] + self._caps[1:]  # a new list: the memo holds the old one (and compares to it)
+        self.m.memo.set("qmt_caps", self._caps)
+        if self.m.log:
+            self.m.log("the fixed-length AT+QMTPUB form was refused: the Ctrl-Z form from now on")
+        return r
 
     async def _open_error(self, code, host, port):
         if code == -1 and self.tls:
             # -1 covers both "network unreachable" and "TLS handshake failed" (T2): the diagnosis tells them apart
             return await self.m.diagnose_tls(host, port)
         return await super()._open_error(code, host, port)
+
+
+def _digest(secret):
+    # enough to see that a stored setting changed, without keeping the secret on flash
+    return binascii.hexlify(hashlib.sha256(b"cellmqtt-memo:" + secret).digest()[:12]).decode()
 
 
 def _qcsq(out, f):
@@ -240,9 +266,10 @@ class Bg96(quectel.Quectel):
         at = self.at
         cid = self.pdp_cid()
         m = self.mcfg
-        ctx = [cid, m["apn"], m["apn_user"], m["apn_pass"], m["apn_auth"]]
+        pw = str(m["apn_pass"]).encode()
+        # the memo keeps a digest of the password, never the password (it belongs in secrets.json only)
+        ctx = [cid, m["apn"], m["apn_user"], _digest(pw) if pw else "", m["apn_auth"]]
         if not self.memo.matches("pdp", ctx):
-            pw = str(ctx[3]).encode()
             await at.cmd(b"AT+QICSGP=%d,1,%s,%s,%s,%d" % (cid, quote(ctx[1], "modem.apn"), quote(ctx[2], "modem.apn_user"),
                                                          quote(pw, "modem.apn_pass"), ctx[4]), _PLAIN, None,
                          (pw,) if pw else ())

@@ -12,6 +12,7 @@ from cellmqtt.transport import MODULE, LinkLost, MqttTimeout, NetworkError
 
 CONFIG = {"mqtt": {"socket": (1, 0, 10)}}  # socket 11 is the TLS diagnosis'
 _SEND = Cmd(None, 5000, data_ms=30000)
+_SEND_SECRET = Cmd(None, 5000, data_ms=30000, secret_data=True)  # a packet with a credential: never transcribed
 
 
 class Bg96TlsSocket:
@@ -82,14 +83,15 @@ class Bg96TlsSocket:
             raise socket_error(err, what)
         self.open_ = True
 
-    async def send(self, data):
+    async def send(self, data, secret=False):
+        spec = _SEND_SECRET if secret else _SEND
         mv = memoryview(data)
         for i in range(0, len(data), self.max_send):
             chunk = mv[i:i + self.max_send]
             if not self.open_:
                 raise LinkLost("TLS socket %d is closed" % self.client)
             try:
-                await self.at.cmd(b"AT+QSSLSEND=%d,%d" % (self.client, len(chunk)), _SEND, bytes(chunk))
+                await self.at.cmd(b"AT+QSSLSEND=%d,%d" % (self.client, len(chunk)), spec, bytes(chunk))
             except AtError as e:  # the socket died under us (the "closed" URC may still be on its way)
                 raise LinkLost("TLS send failed: %s" % e) from None
 

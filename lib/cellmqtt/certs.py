@@ -115,12 +115,14 @@ class Memo:
     def __init__(self, path):
         self.path = path
         self.items = {}
+        self.errors = 0  # saves the filesystem refused (each costs one re-check after the next boot)
         try:
-            with open(path) as f:
-                d = json.load(f)
-            if isinstance(d, dict):
-                self.items = d
-        except (OSError, ValueError):
+            if os.stat(path)[6] <= 4096:  # larger: not ours (erased flash, a stray file); start afresh
+                with open(path, "rb") as f:
+                    d = json.loads(f.read().decode())
+                if isinstance(d, dict):
+                    self.items = d
+        except Exception:  # noqa: BLE001 -- missing, a folder, not UTF-8, not JSON: only costs one re-check
             pass
 
     def get(self, key, default=None):
@@ -140,6 +142,9 @@ class Memo:
 
     def _save(self):
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.items, f)
-        os.rename(tmp, self.path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.items, f)
+            os.rename(tmp, self.path)
+        except OSError:  # a full or read-only filesystem: the memo stays in RAM; the next boot re-checks
+            self.errors += 1

@@ -52,6 +52,8 @@ BAD_FIELD = "bad_field"
 MISMATCH = "mismatch"  # method does not fit the topic
 FOREIGN = "foreign"  # topic of another device
 UNKNOWN = "unknown"  # topic this profile does not handle
+BUSY = "busy"  # the device cannot take it now (its command queue is full)
+
 
 
 class CloudMessageError(CloudError):
@@ -330,16 +332,22 @@ def received(topic, payload):
         payload = _utf8(payload)
         if payload is None:
             raise CloudMessageError(NOT_UTF8, "payload is not encodable text")
-    elif t not in (bytes, bytearray, memoryview):
+    elif t not in (bytes, bytearray, memoryview) and not is_cut(payload):
         raise CloudMessageError(BAD_FIELD, "payload must be bytes")
     return topic, payload
+
+
+def is_cut(payload):
+    """A payload the transport delivered cut (a transport.Truncated: .head, len() the real size), never parsed:
+    refused as TOO_LARGE, answered by the id in its head."""
+    return type(payload) not in (bytes, bytearray, memoryview, str) and hasattr(payload, "head")
 
 
 def load_json(payload, limit):
     """The JSON object in `payload` (bytes), refusing -- before any parsing -- payloads over `limit` bytes.
     Raises CloudMessageError with fault TOO_LARGE, EMPTY, NOT_UTF8 or BAD_JSON; never anything else."""
     n = len(payload)
-    if n > limit:
+    if n > limit or is_cut(payload):
         raise CloudMessageError(TOO_LARGE, "payload of %d bytes exceeds the limit of %d" % (n, limit))
     if not n:
         raise CloudMessageError(EMPTY, "payload is empty")
@@ -366,6 +374,8 @@ def scan_id(payload, key):
     """Recover a top-level `"key": value` from the first bytes of a message that could not be parsed (too
     large, cut off, not UTF-8), so an error reply can still name it. `key` is bytes; returns a str (quoted
     value without escapes) or an int (digits), or None. Reads at most _SCAN bytes and allocates only the value."""
+    if is_cut(payload):
+        payload = payload.head
     n = min(len(payload), _SCAN)
     depth = 0
     i = 0
@@ -417,3 +427,30 @@ def _scan_value(b, k, n):
     if j == k or j - k > 9 or j >= n or b[j] not in b" \t\r\n,}":
         return None  # no digits, absurdly long, or cut off / followed by something (e.g. 1.5) we cannot trust
     return int(bytes(b[k:j]))
+
+
+class _Cut:
+    # a transport.Truncated stand-in (this module does not import the transport): parsed as too large
+    def __init__(self, head):
+        self.head = head
+
+    def __len__(self):
+        return 1 << 30
+
+
+def refused(profile, topic, payload, fault, reason):
+    """The CloudMessageError for an error reply to a message that is not processed (``fault``: BUSY), built
+    without parsing it: only its id is scanned from its first bytes. None when no reply can be addressed."""
+    head = payload.head if is_cut(payload) else payload[:_SCAN]
+    try:
+        profile.parse(topic, _Cut(head))
+    except CloudMessageError as e:
+        if e.reply_topic is None:
+            return None
+        e.fault = fault
+        e.reason = reason
+        e.args = (reason,)
+        if e.code is not None:
+            e.code = profile.FAIL
+        return e
+    return None

@@ -257,6 +257,10 @@ class EnOS:
         thing/service/{id} -- the measure-point topics also match the generic pattern and must win."""
         topic, payload = cs.received(topic, payload)
         if topic == self._activate:
+            if self.securemode != 3:
+                # a device with its secret (static, or activated already) never takes another: refused, unanswered
+                raise CloudMessageError(cs.BAD_FIELD, "activation push to a device that is not activating "
+                                        "(securemode 2): refused, its device secret kept", kind=ACTIVATE)
             return self._request_in(ACTIVATE, topic, payload, "thing.activate.info", None)
         if topic.startswith(self._sys):
             rest = topic[len(self._sys):]

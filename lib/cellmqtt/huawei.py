@@ -207,7 +207,7 @@ class Huawei:
             if topic == self._cmd_json:
                 return self._cloud_req(payload)
             if topic == self._cmd_bin:
-                if len(payload) > self.max_payload:
+                if len(payload) > self.max_payload or cs.is_cut(payload):
                     raise CloudMessageError(cs.TOO_LARGE, "binary command exceeds max_payload", kind=BINARY)
                 if not payload:
                     raise CloudMessageError(cs.EMPTY, "binary command is empty", kind=BINARY)

@@ -150,7 +150,7 @@ class MqttClient:
                 if self._state != _CONNECTING:  # the socket reported closed during open
                     raise LinkLost("socket closed while opening")
                 self.sent_connect = True  # the broker sees this attempt (clouds rate-limit CONNECTs)
-                await self._write(pkt)
+                await self._write(pkt, True)  # it carries the password: never in a transcript
                 sent = True
             finally:
                 self._wipe(n)  # the CONNECT carried the password
@@ -325,11 +325,12 @@ class MqttClient:
 
     # ---- socket side ---------------------------------------------------------------------------------
 
-    async def _write(self, data):
+    async def _write(self, data, secret=False):
         # Caller holds self._lock. A failed or cancelled send leaves a partial packet on the stream: the
-        # session cannot continue after that.
+        # session cannot continue after that. secret: the packet carries a credential (the socket keeps it out
+        # of every transcript).
         try:
-            await self._sock.send(data)
+            await self._sock.send(data, secret)
         except MqttError as e:
             self._end(e)
             raise

@@ -9,7 +9,7 @@
 #   for p in r.feed(chunk):                                  # iterate fully: a packet per completed frame
 #       p.type, p.pid, p.topic, p.payload, p.qos ...
 from cellmqtt.compat import const
-from cellmqtt.transport import MqttError, PayloadError
+from cellmqtt.transport import MqttError, PayloadError, Truncated
 
 # Control packet types (2.2.1).
 CONNECT = const(1)
@@ -44,7 +44,8 @@ DISCONNECT_PACKET = b"\xe0\x00"
 
 _S_TYPE = const(0)  # PacketReader states: waiting for the first header byte,
 _S_LEN = const(1)   # in the remaining-length varint,
-_S_BODY = const(2)  # collecting the body.
+_S_BODY = const(2)  # collecting the body,
+_S_SKIP = const(3)  # dropping the tail of a PUBLISH larger than the buffer (delivered cut, as a Truncated).
 
 
 class MqttProtocolError(MqttError):
@@ -407,8 +408,9 @@ class PacketReader:
     """Incremental decoder. feed(chunk) is a generator of complete Packets; partial frames are kept in one
     buffer of max_packet bytes allocated here, so fragments of any size (1 byte .. many packets) work.
 
-    max_packet bounds a whole packet (fixed header included); a larger one is a protocol error, since it
-    can neither be held nor skipped safely on an MCU. server=True decodes the client->broker direction.
+    max_packet bounds a whole packet (fixed header included); a larger PUBLISH is delivered cut, its payload a
+    transport.Truncated (the head; len() the real size) and its tail skipped, so its sender can be answered;
+    any other larger packet is a protocol error. server=True decodes the client->broker direction.
     After a MqttProtocolError the stream position is unknown: every later feed() raises it again until
     reset(). Iterate each feed() to the end, or the rest of that chunk is not decoded.
     """
@@ -428,6 +430,7 @@ class PacketReader:
         self._rl = 0
         self._shift = 0
         self._pos = 0
+        self._skip = 0
         self._err = None
 
     def pending(self):
@@ -446,6 +449,14 @@ class PacketReader:
         n = len(src)
         i = 0
         while True:
+            if self._state == _S_SKIP:
+                k = min(self._skip, n - i)
+                i += k
+                self._skip -= k
+                if self._skip:
+                    return
+                self._state = _S_TYPE
+                continue
             if self._state == _S_BODY:
                 k = self._rl - self._pos
                 if k:
@@ -457,7 +468,7 @@ class PacketReader:
                     i += k
                     if self._pos < self._rl:
                         return
-                self._state = _S_TYPE
+                self._state = _S_SKIP if self._skip else _S_TYPE
                 try:
                     pkt = self._decode()
                 except MqttProtocolError as e:
@@ -486,9 +497,16 @@ class PacketReader:
                         self._fail("remaining length is longer than 4 bytes")
                 else:
                     size = 1 + self._shift // 7 + self._rl
+                    self._skip = 0
                     if size > self.max_packet:
-                        self._fail("packet of %d bytes (remaining length %d) exceeds the %d-byte limit"
-                                   % (size, self._rl, self.max_packet))
+                        if self._first >> 4 != PUBLISH:
+                            self._fail("packet of %d bytes (remaining length %d) exceeds the %d-byte limit"
+                                       % (size, self._rl, self.max_packet))
+                        # a PUBLISH: its head is kept (topic, id, the payload's first bytes) and the rest
+                        # dropped; the payload is delivered as a Truncated, so the app can refuse it by name
+                        keep = self.max_packet - 1 - self._shift // 7  # the whole packet's bound, as for others
+                        self._skip = self._rl - keep
+                        self._rl = keep
                     self._state = _S_BODY
 
     def _fail(self, why):
@@ -620,7 +638,7 @@ class PacketReader:
             p.retain = True
         if f & 8:
             p.dup = True
-        p.payload = bytes(self._mv[i:n])
+        p.payload = bytes(self._mv[i:n]) if not self._skip else Truncated(bytes(self._mv[i:n]), n - i + self._skip)
 
     def _connect(self, p, n):
         b = self._buf

@@ -18,6 +18,7 @@ from cellmqtt.transport import (
     NetworkError,
     PayloadError,
     SubscribeRefused,
+    Truncated,
     connack_error,
 )
 
@@ -95,11 +96,11 @@ class NativeMqtt:
         self._msgid = 0
         self._inflight = 0
         self._slot = asyncio.Event()
-        self._q_open = Cmd(b"+QMTOPEN: %d," % i)  # AT+QMTOPEN? for this client
+        self._q_state = Cmd(b"+QMTCONN: %d," % i, 1000)  # AT+QMTCONN? for this client
         self._set_fixed(self.FIXED_LEN)
         self._pre_stat = b"+QMTSTAT: %d," % i
         # after the prefix (which holds the client id): msgid, "topic", then the length when there is one
-        at.urc(b"+QMTRECV: %d," % i, self._on_recv, frame_quoted_len(2))
+        at.urc(b"+QMTRECV: %d," % i, self._on_recv, frame_quoted_len(2, partial=True))
         at.urc(self._pre_stat, self._on_stat)
         modem.listen(self._on_modem)
 
@@ -138,7 +139,10 @@ class NativeMqtt:
         k = j + 2
         if k < len(line) and 48 <= line[k] <= 57:
             c = line.find(b",", k)
-            payload = line[c + 2:c + 2 + int(line[k:c])]
+            n = int(line[k:c])
+            payload = line[c + 2:c + 2 + n]
+            if len(payload) < n:  # larger than the receive buffer: cut (the profile refuses it by name)
+                payload = Truncated(payload, n)
         else:
             payload = line[k + 1:-1]
         self._on_message(line[i + 1:j].decode(), payload)
@@ -247,10 +251,13 @@ class NativeMqtt:
         if self._maybe_open is None:  # the first connect since the MCU started: a client may be left open
             self._maybe_open = not self.m.fresh
         if self._maybe_open:  # first: an open client locks its settings (BC660K-GL: +CME ERROR: 3)
+            # AT+QMTCONN?, not AT+QMTOPEN?: some BGx firmware never answers QMTOPEN? on the UART (LooUQ LTEmC,
+            # ltemc-mqtt.c). No answer or an error: unknown, so closed anyway (QMTCLOSE of a closed client fails,
+            # harmlessly).
             try:
-                lines = await self._cmd(b"AT+QMTOPEN?", self._q_open)
-            except ModuleRefused:
-                lines = None
+                lines = await self._cmd(b"AT+QMTCONN?", self._q_state)
+            except MqttError:
+                lines = True
             if lines:
                 await self._close()
             self._maybe_open = False

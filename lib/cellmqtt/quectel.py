@@ -10,7 +10,7 @@ from cellmqtt import modem as md
 from cellmqtt.at_engine import PROBE, AtCommandError, AtError, AtTimeout, Cmd, CmeError, args, first, quote, to_int
 from cellmqtt.certs import Memo, checksum, read_pem
 from cellmqtt.compat import ticks_diff, ticks_ms
-from cellmqtt.settings import ConfigError, section
+from cellmqtt.settings import ConfigError, at_safe, section
 from cellmqtt.timeutil import TRUSTED_AFTER, parse_modem_time
 
 # The keys every Quectel driver reads (its own CONFIG adds the module's); README "Configuration".
@@ -82,12 +82,16 @@ class Quectel(md.Modem):
     def check_config(cls, cfg):
         """Cross-key rules of the tls section (ConfigError): a client certificate needs its key, and verifying
         the server needs the CA."""
+        at_safe(cfg, _AT_KEYS)
         t = cfg["tls"]
         if not t["enabled"]:
             return
         if (t["cert"] is None) != (t["key"] is None):
             raise ConfigError("tls.key" if t["key"] is None else "tls.cert",
                               "a client certificate needs both tls.cert and tls.key")
+        if t["seclevel"] is None and not t["ca"]:
+            # no CA named and no seclevel said: never read as "do not verify"
+            raise ConfigError("tls.ca", "is empty: name the CA file, or set tls.seclevel 0 to turn verification off")
         if _seclevel(t) and not t["ca"]:
             raise ConfigError("tls.ca", "is required to verify the server (tls.seclevel %d)" % _seclevel(t))
 
@@ -345,6 +349,11 @@ class Quectel(md.Modem):
     def configure_ssl(self):
         """Configure the module's SSL context from the tls section (verification on by default)."""
         return md.guard(self._configure_ssl())
+
+
+# the configuration strings that go into AT commands as quoted arguments
+_AT_KEYS = ("modem.apn", "modem.apn_user", "modem.apn_pass", "modem.pin", "modem.ntp_server", "mqtt.host",
+            "tls.ca", "tls.cert", "tls.key")
 
 
 def _seclevel(t):

@@ -128,3 +128,18 @@ def get(cfg, key):
     for part in key.split("."):
         v = v.get(part) if isinstance(v, dict) else None
     return v
+
+
+_AT_UNSAFE = '"\r\n\x1a\x1b\x00'
+
+
+def at_safe(cfg, keys):
+    """ConfigError for the first of ``keys`` (dotted) whose string value an AT command cannot carry: a quote,
+    CR, LF, Ctrl-Z, Esc or NUL (checked here, at start-up, instead of failing every bring-up later)."""
+    for key in keys:
+        v = get(cfg, key)
+        if isinstance(v, str):
+            for c in _AT_UNSAFE:
+                if c in v:
+                    raise ConfigError(key, "holds a character an AT command cannot carry (quote, CR, LF, Ctrl-Z, "
+                                           "Esc or NUL)")

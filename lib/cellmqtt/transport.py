@@ -3,7 +3,8 @@
 # sees this interface and these errors: every engine error is converted here, at the transport boundary.
 #
 #   t = driver.NATIVE(driver, config)  or  MqttClient(socket_class(driver, config))   (the app's start-up wiring)
-#   t.on_message(cb)                      # cb(topic: str, payload: bytes) -- called from the reader; must not block
+#   t.on_message(cb)                      # cb(topic: str, payload: bytes, or a Truncated when larger than the
+#                                         # receive buffer) -- called from the reader; must not block
 #   await t.connect(host, port, client_id, username, password, keepalive=120, clean=True)
 #   t.sent_connect                        # after connect(), failed or not: did the broker see a CONNECT?
 #                                         # (clouds rate-limit CONNECTs; a failed open costs nothing)
@@ -12,6 +13,19 @@
 #   reason = await t.wait_lost()          # returns the MqttError that ended the session (LinkLost.layer: what broke)
 #   await t.disconnect()                  # never raises for an already-closed session
 #   t.is_connected(); t.max_payload       # largest payload publish() accepts
+
+
+class Truncated:
+    """A received message the transport could not hold whole (larger than its receive buffer): its first bytes
+    and its real size, delivered in place of the payload so the app can still answer it ("too large") by the
+    id in its head. len() is the real size."""
+
+    def __init__(self, head, size):
+        self.head = head
+        self.size = size
+
+    def __len__(self):
+        return self.size
 
 
 class MqttError(Exception):
@@ -90,7 +104,8 @@ def connack_error(code):
 #   s.on_data(cb)              cb(data: bytes) for every received chunk, called from the reader; must not block
 #   s.on_close(cb)             cb(err: MqttError) once, when the peer or the module closed the socket
 #   await s.open(host, port)   raises NetworkError / TlsError / DnsError / MqttTimeout
-#   await s.send(data)         the whole buffer, or raises NetworkError
+#   await s.send(data, secret=False)   the whole buffer, or raises NetworkError; secret: it carries a credential
+#                              (kept out of every transcript)
 #   await s.close()            never raises for an already-closed socket
 #   s.half_duplex              optional, True when the module drops incoming data while it is sending
 #                              (BC660K-GL data mode): the client then sends nothing until an expected answer came

@@ -88,7 +88,7 @@ class SslSocket:
 class Bg96(MqttCommands, CommonCommands, Modem):
     PROFILE = "bg96"
     MODEL = "BG96"
-    DEFAULT_FIRMWARE = "BG96MAR02A07M1G"
+    DEFAULT_FIRMWARE = "BG96MAR02A08M1G"
     ACT = 8
     MANUFACTURER = "Quectel"
     MODEL_NAME = "BG96"
@@ -107,6 +107,13 @@ class Bg96(MqttCommands, CommonCommands, Modem):
                       "prompt_gate": 0.5, "open_idle": 5.0, "data_idle": 0.0, "plus_guard": 1.0,
                       "uart_bps": 115200, "net_timeout": 75.0},
     }
+    # Firmware switches (--set KEY=1), for the behaviours public sources report without naming a revision:
+    #   qmtopen_silent     AT+QMTOPEN? gets no answer at all while a client is open (LooUQ LTEmC ltemc-mqtt.c:457
+    #                      "BGx modules will not respond over serial to AT+QMTOPEN?")
+    #   pub_test_bracket   AT+QMTPUB=? shows the length field as [(1-1548)] (an unidentified Quectel capture)
+    #   pub_fixed_refused  the fixed-length QMTPUB form is listed but answered ERROR (inferred: a driver must not
+    #                      trust the test form alone)
+    LATENCY = {k: dict(v, qmtopen_silent=0, pub_test_bracket=0, pub_fixed_refused=0) for k, v in LATENCY.items()}
     MQTT_CLIENTS = 6
     MQTT_MAX_PAYLOAD = 1548
     MQTT_QUERY_NAMES = True
@@ -703,9 +710,17 @@ class Bg96(MqttCommands, CommonCommands, Modem):
             lines.append('+QMTCFG: "recv/mode",(0-%d),(0,1),(0,1)' % n)
         return lines
 
+    def at_QMTOPEN(self, c, r):
+        if c.kind == "read" and self.lat.get("qmtopen_silent") and any(cl.state != "closed" for cl in self.mqtt):
+            r.swallowed = True  # no answer over the UART while a client is open (LTEmC)
+            self.tr.event("AT+QMTOPEN? not answered (qmtopen_silent)")
+            return
+        super().at_QMTOPEN(c, r)
+
     def mqtt_pub_test_lines(self):
         if self.later_fw:
-            return ["+QMTPUB: (0-5),<msgid>,(0-2),(0,1),<topic>,(1-%d)" % self.MQTT_MAX_PAYLOAD]
+            field = "[(1-%d)]" if self.lat.get("pub_test_bracket") else "(1-%d)"
+            return ["+QMTPUB: (0-5),<msgid>,(0-2),(0,1),<topic>," + field % self.MQTT_MAX_PAYLOAD]
         return ["+QMTPUB: (0-5),<msgid>,(0-2),(0,1),<topic>"]
 
     def mqtt_v311(self, cfg):
@@ -722,7 +737,7 @@ class Bg96(MqttCommands, CommonCommands, Modem):
     def mqtt_pub_form(self, c):
         if c.n == 5:
             return "ctrlz", None, None
-        if c.n == 6 and self.later_fw:
+        if c.n == 6 and self.later_fw and not self.lat.get("pub_fixed_refused"):
             return "len", c.int(5, 1, self.MQTT_MAX_PAYLOAD), None
         raise ParamError("QMTPUB form not supported by this firmware")
 
