@@ -65,7 +65,7 @@ _lib += [c + ".py" for c in _clouds if c != "mqtt"]
 package("cellmqtt", files=_lib, base_path="lib", opt=options.opt)
 
 if options.app:
-    _app = ["__init__.py", "main.py", "wiring.py", "config.py", "log.py", "core.py", "supervisor.py",
+    _app = ["__init__.py", "main.py", "wiring.py", "config.py", "log.py", "core.py", "supervisor.py", "tasks.py",
             "telemetry.py", "readers.py", "outbox.py", "record.py", "dispatcher.py", "commands.py", "codec.py"]
     if "mqtt" in _clouds:
         _app.append("plain.py")

@@ -259,7 +259,7 @@ def test_root_manifest_options_select_what_is_frozen(opts, expect_lib, expect_ap
     lib = {t[9:-3] for t in m.targets() if t.startswith("cellmqtt/")}
     assert lib == base | expect_lib
     app = {t[4:-3] for t in m.targets() if t.startswith("app/")}
-    assert app == {"__init__", "main", "wiring", "config", "log", "core", "supervisor", "telemetry", "readers",
+    assert app == {"__init__", "main", "wiring", "config", "log", "core", "supervisor", "tasks", "telemetry", "readers",
                    "outbox", "record", "dispatcher", "commands", "codec"} | expect_app
 
 

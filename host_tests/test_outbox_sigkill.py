@@ -47,7 +47,8 @@ class Child:
     """One MicroPython child: its output lines, READY detection, SIGKILL."""
 
     def __init__(self, d, run, rseed, max_bytes, max_records, acks, pause="-", nth=0):
-        args = [MICROPYTHON, "-X", "heapsize=64k", str(KILLEE), d, str(run), str(rseed), str(max_bytes),
+        # 96k: the 64-bit port compiles outbox.py from source into this heap (a device runs it frozen)
+        args = [MICROPYTHON, "-X", "heapsize=96k", str(KILLEE), d, str(run), str(rseed), str(max_bytes),
                 str(max_records), "1" if acks else "0", pause, str(nth)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
         self.lines = []

@@ -80,3 +80,6 @@ class Registry:
             return OK, fn(app, cmd.params)
         except CommandError as e:
             return FAILED, str(e)
+        except Exception as e:  # noqa: BLE001 -- a handler bug: the command fails, the dispatcher goes on
+            app.log.error("command %s: handler failed: %s: %s", name, type(e).__name__, e)
+            return FAILED, "internal error (%s)" % type(e).__name__

@@ -74,14 +74,37 @@ class _NoCodec:
     pass
 
 
+_MAX_FILE = 16384  # a config or secrets file larger than this is refused before it is read (RAM)
+
+
 def _read_json(path, required):
+    # The JSON object in a file, or ConfigError naming the file and what is wrong: missing (when required),
+    # not a file, unreadable, too large, erased flash (0xFF), not UTF-8, not JSON, not an object.
+    import os
+
     try:
-        with open(path) as f:
-            text = f.read()
+        st = os.stat(path)
     except OSError:
         if required:
-            raise ConfigError(path, "cannot be read") from None
+            raise ConfigError(path, "is missing") from None
         return {}
+    if st[0] & 0o170000 != 0o100000:
+        raise ConfigError(path, "is not a file")
+    if st[6] > _MAX_FILE:
+        raise ConfigError(path, "is too large (%d bytes; at most %d)" % (st[6], _MAX_FILE))
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        raise ConfigError(path, "cannot be read") from None
+    if raw and raw.count(b"\xff") == len(raw):
+        raise ConfigError(path, "is erased (all 0xFF)")
+    try:
+        text = raw.decode()
+    except UnicodeError:
+        text = None  # raised outside the handler: the bytes may hold a secret
+    if text is None:
+        raise ConfigError(path, "is not UTF-8")
     try:
         d = json.loads(text)
     except ValueError:
@@ -91,30 +114,64 @@ def _read_json(path, required):
     return d
 
 
-def _roll_forward(secrets_path):
+notes = []  # what load() did that the log should say once it is set up (app.main logs these)
+
+
+def _keys(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _keys(v, prefix + k + ".")
+        else:
+            yield prefix + k
+
+
+def _roll_forward(raw, secrets_path, sec):
     # A power cut between writing secrets.json.tmp and renaming it: a complete temporary file holds the newer
-    # secrets (an EnOS device secret the cloud already switched to) -- finish the rename; a torn one is dropped.
+    # secrets (an EnOS device secret the cloud already switched to) -- finish the rename, but only when it is
+    # what save_secret writes: every key of secrets.json, and a configuration that validates with it. A torn
+    # one is dropped; a complete but wrong one is kept aside (secrets.json.bad) and the current file used.
     import os
 
     tmp = secrets_path + ".tmp"
     try:
+        os.stat(tmp)
+    except OSError:
+        return sec
+    try:
         d = _read_json(tmp, True)
     except ConfigError:
+        d = None
+    if d is None:
+        os.remove(tmp)
+        notes.append("%s was torn (cut by a power loss): dropped" % tmp)
+        return sec
+    why = None
+    have = set(_keys(d))
+    if any(k not in have for k in _keys(sec)):
+        why = "it lacks keys of %s" % secrets_path
+    else:
+        trial = json.loads(json.dumps(raw))  # a deep copy: _merge changes its base
+        _merge(trial, d)
         try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        return
-    if d:
-        os.rename(tmp, secrets_path)
+            validate(trial)
+        except ConfigError as e:
+            why = "the configuration would not validate with it (%s)" % e.key
+    if why:
+        bad = secrets_path + ".bad"
+        os.rename(tmp, bad)
+        notes.append("%s not rolled forward: %s; kept as %s" % (tmp, why, bad))
+        return sec
+    os.rename(tmp, secrets_path)
+    notes.append("%s rolled forward over %s" % (tmp, secrets_path))
+    return d
 
 
 def load(path="config.json", secrets_path="secrets.json"):
     """Read, merge and validate the configuration files; returns the config dict or raises ConfigError."""
-    if secrets_path:
-        _roll_forward(secrets_path)
     raw = _read_json(path, True)
     sec = _read_json(secrets_path, False) if secrets_path else {}
+    if secrets_path:
+        sec = _roll_forward(raw, secrets_path, sec)
     _merge(raw, sec)
     return validate(raw)
 
@@ -152,4 +209,10 @@ def save_secret(secrets_path, key, value):
     tmp = secrets_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(d, f)
+        f.flush()
+        fsync = getattr(os, "fsync", None)  # CPython; MicroPython's flush() commits the file
+        if fsync:
+            fsync(f.fileno())
     os.rename(tmp, secrets_path)
+    if not hasattr(os, "fsync") and hasattr(os, "sync"):  # MCU ports: the block cache written back (rename too)
+        os.sync()

@@ -9,6 +9,7 @@ from cellmqtt.compat import ticks_diff, ticks_ms
 from app import config
 from app.dispatcher import Dispatcher
 from app.supervisor import Supervisor
+from app.tasks import Tasks
 from app.telemetry import Telemetry
 
 VERSION = "1.0.0"
@@ -27,6 +28,7 @@ class App:
             log.add_secret(s)
         self.started = ticks_ms()
         self.demo_value = 21.0  # the demo reader's simulated temperature
+        self.tasks = Tasks(log)
         self.supervisor = Supervisor(self)
         self.telemetry = Telemetry(self)
         self.dispatcher = Dispatcher(self)
@@ -38,9 +40,11 @@ class App:
         s = self.supervisor
         tm = self.telemetry
         return {"state": s.name(), "version": VERSION, "uptime": ticks_diff(ticks_ms(), self.started) // 1000,
-                "interval": tm.interval, "outbox": len(tm.outbox), "dropped": tm.outbox.dropped,
+                "interval": tm.interval, "outbox": tm.waiting(), "dropped": tm.dropped(),
                 "published": tm.published, "rejected": tm.rejected, "reconnects": s.reconnects, "resets": self.modem.resets,
-                "last_error": s.last_error, "signal": tm.last_signal}
+                "last_error": s.last_error, "signal": tm.last_signal, "tasks": self.tasks.status(),
+                "task_restarts": self.tasks.restarts, "task_failure": self.tasks.last_failure,
+                "stored": tm.stored_status(), "commands_dropped": self.dispatcher.dropped}
 
     def set_interval(self, s):
         self.telemetry.set_interval(s)
@@ -51,12 +55,13 @@ class App:
     # ---- watchdog and run ------------------------------------------------------------------------------------
 
     async def watchdog(self, timeout_s):
+        # Fed while the event loop runs (this task) and every long-lived task is healthy (app.tasks): idle, or
+        # busy for less than the limit, and not crashing in a loop. A blocked loop, a step stuck past the
+        # timeout or a task that keeps failing lets the hardware reset the MCU.
         wdt = self.board.watchdog(timeout_s * 1000) if timeout_s else None
-        sup = self.supervisor
+        tasks = self.tasks
         while wdt is not None:
-            # fed while the event loop runs (this task) and the supervisor is either running or making progress:
-            # a blocked loop or a bring-up step stuck past the timeout lets the hardware reset the MCU
-            if sup.heartbeat is None or ticks_diff(ticks_ms(), sup.heartbeat) < timeout_s * 1000:
+            if tasks.healthy():
                 wdt.feed()
             await asyncio.sleep(timeout_s / 4)
 
@@ -64,11 +69,15 @@ class App:
         cfg = self.cfg
         self.log.info("cellmqtt app %s: modem %s, cloud %s", VERSION, cfg["modem"]["type"], cfg["cloud"]["profile"])
         tm = self.telemetry
-        tasks = [asyncio.create_task(f) for f in (tm.sampler(), tm.publisher(), self.dispatcher.run(),
-                                                   self.watchdog(cfg["watchdog_s"]))]
-        tm._task = tasks[0]
+        limit = cfg["watchdog_s"] or 300  # how long one step may take before its task counts as stuck
+        ts = self.tasks
+        sup = ts.add("supervisor", self.supervisor.run, limit)
+        tm.task = ts.start("sampler", tm.sampler, limit)
+        ts.start("publisher", tm.publisher, limit)
+        ts.start("dispatcher", self.dispatcher.run, limit)
+        wd = asyncio.create_task(self.watchdog(cfg["watchdog_s"]))
         try:
-            await self.supervisor.run()
+            await ts.keep(sup)  # in this task: a reboot (SystemExit on the unix port) ends the program
         finally:
-            for t in tasks:
-                t.cancel()
+            ts.cancel()
+            wd.cancel()

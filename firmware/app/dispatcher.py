@@ -1,17 +1,24 @@
 # The dispatcher: cloud messages from the transport (queued by the AT reader, never blocking it), parsed by
 # the cloud profile, run by the command registry, answered through the profile's reply; dynamic activation
 # (the cloud pushing the device secret) is stored before anything else happens.
+#
+# Nothing is dropped in silence: a message too large for the transport's buffer gets the cloud's "too large"
+# error reply (its id read from its first bytes); one that arrives while _QUEUE messages wait gets a "busy"
+# error reply, queued compactly (reply topic, id, kind, code: tens of bytes) up to _BACKLOG_BYTES; only past
+# that, or when no id can be read, is a message dropped -- counted (status "commands_dropped") and logged.
 import asyncio
 
 from cellmqtt import cloudsign as cs
 from cellmqtt.cloudsign import CloudError, CloudMessageError
+from cellmqtt.compat import const
 from cellmqtt.transport import LinkLost, MqttError
 
 from app import config
 from app.commands import OK, UNKNOWN, Registry
 from app.supervisor import CONNECT
 
-_QUEUE = 8  # commands waiting at most (RAM)
+_QUEUE = const(8)  # commands waiting at most (RAM)
+_BACKLOG_BYTES = const(8192)  # "busy" replies owed at most (approximate RAM)
 
 
 class Dispatcher:
@@ -19,25 +26,57 @@ class Dispatcher:
         self.app = app
         self.registry = Registry()
         self._inbox = []
+        self._owed = []  # [(reply topic, msg id, kind, code)] "busy" replies not sent yet
+        self._owed_bytes = 0
+        self.dropped = self.busy = 0
         self._ev = asyncio.Event()
 
     def on_message(self, topic, payload):
         # from the AT reader: queue only (bounded), never block it
-        if len(self._inbox) >= _QUEUE:
-            self.app.log.warn("command queue full: message on %s dropped", topic)
+        if len(self._inbox) < _QUEUE:
+            self._inbox.append((topic, payload))
+            self._ev.set()
             return
-        self._inbox.append((topic, payload))
+        e = cs.refused(self.app.profile, topic, payload, cs.BUSY, "device busy: command queue full")
+        cost = 48 + (len(e.reply_topic) if e is not None else 0)
+        if e is None or self._owed_bytes + cost > _BACKLOG_BYTES:
+            self.dropped += 1
+            if self.dropped == 1 or not self.dropped % 32:
+                self.app.log.warn("command queue full: message on %s dropped (%d so far)", topic, self.dropped)
+            return
+        self._owed.append((e.reply_topic, e.msg_id, e.kind, e.code))
+        self._owed_bytes += cost
+        self.busy += 1
         self._ev.set()
 
-    async def run(self):
+    async def run(self, task):
         while True:
+            if self._owed:
+                task.busy()
+                topic, msg_id, kind, code = self._owed.pop(0)
+                self._owed_bytes -= 48 + len(topic)
+                p = self.app.profile
+                r = p.error_reply(CloudMessageError(cs.BUSY, "device busy: command queue full", code, msg_id, topic,
+                                                    kind))
+                await self._send(r, p.REPLY_QOS, topic)
+                continue
             if not self._inbox:
+                task.idle()
                 self._ev.clear()
                 await self._ev.wait()
                 continue
+            task.busy()
             topic, payload = self._inbox.pop(0)
             try:
                 await self.handle(topic, payload)
+            except MqttError as e:
+                self.app.log.warn("reply to %s not sent: %s", topic, e)
+            task.beat()
+
+    async def _send(self, r, qos, topic):
+        if r:
+            try:
+                await self._reply(r, qos)
             except MqttError as e:
                 self.app.log.warn("reply to %s not sent: %s", topic, e)
 
@@ -79,8 +118,9 @@ class Dispatcher:
         # device without it), answer, then reconnect with it (clouds.md 2.2).
         app = self.app
         key = app.profile.ACTIVATED_KEY  # where the profile's configuration holds the device secret
-        config.save_secret(app.secrets_path, key, cmd.secret)
         app.log.add_secret(cmd.secret)
+        config.save_secret(app.secrets_path, key, cmd.secret)  # on flash before the reply
+        app.supervisor.clear_activation_mark()
         app.log.info("activated: device secret stored")
         try:
             await self._reply(app.profile.reply(cmd), 0)

@@ -27,6 +27,27 @@ def _level(v):
     raise ValueError("log: unknown level %r (DEBUG, INFO, WARN, ERROR)" % (v,))
 
 
+def _escape(line):
+    # Control characters (CR, LF, ESC, ... DEL) become \r, \n, \xNN: a cloud payload cannot forge a log line
+    # or drive the terminal that shows the log. The usual line has none and is returned as it is.
+    for c in line:
+        if c < " " or c == "\x7f":
+            break
+    else:
+        return line
+    out = []
+    for c in line:
+        if c == "\r":
+            out.append("\\r")
+        elif c == "\n":
+            out.append("\\n")
+        elif c < " " or c == "\x7f":
+            out.append("\\x%02x" % ord(c))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
 class Logger:
     def __init__(self, **kw):
         self._secrets = []
@@ -87,9 +108,7 @@ class Logger:
             for s in self._secrets:
                 if s in line:
                     line = line.replace(s, "***")
-            if "\n" in line or "\r" in line:  # one record per line: a payload cannot forge log lines
-                line = line.replace("\r", "\\r").replace("\n", "\\n")
-            line += "\n"
+            line = _escape(line) + "\n"  # one record per line; no terminal control sequence from a payload
         except Exception:  # noqa: BLE001 -- e.g. an argument whose __str__ raises: count it, never raise
             self.errors += 1
             return

@@ -22,6 +22,8 @@ def setup(config_path="config.json", secrets_path="secrets.json"):
     log.configure(level=lc["level"].upper(), path=lc["file"], max_bytes=lc["file_max"], keep=lc["file_keep"])
     for s in config.secrets(cfg):
         log.add_secret(s)
+    while config.notes:
+        log.warn("%s", config.notes.pop(0))
     d = ""
     for part in cfg["state_dir"].split("/"):  # make the folder and its parents (no os.makedirs on MicroPython)
         d += part

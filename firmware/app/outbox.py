@@ -48,6 +48,13 @@ def _exists(p):
         return False
 
 
+def _isdir(p):
+    try:
+        return os.stat(p)[0] & 0o170000 == 0o040000
+    except OSError:
+        return False
+
+
 def _version(path):
     # the format version a log declares in its first record (None: empty, or written before versions existed)
     f = open(path, "rb")  # noqa: SIM115 -- (no context manager: a port's file object may lack one)
@@ -81,7 +88,8 @@ class Outbox:
         self._live = 0  # bytes of live records, headers included
         self._size = 0  # bytes of the log file
         self._next = 1
-        self.appended = self.acked = self.dropped = self.corrupt = self.compactions = 0
+        self.appended = self.acked = self.dropped = self.corrupt = self.compactions = self.ack_errors = 0
+        self._owed = []  # sids acknowledged whose A record could not be written yet
         self.foreign = None  # where a log of another format version was moved (kept, reported)
         self._f = None
         i = 0
@@ -101,14 +109,14 @@ class Outbox:
                 os.remove(tmp)  # a compaction cut before its rename: the log is still complete
             else:
                 os.rename(tmp, log)  # cut inside a FAT rename (remove, then rename): the temp file is complete
+        if _isdir(log):  # not a log at all (a user's mkdir, a damaged filesystem): moved aside, kept
+            aside = self._aside(log, ".dir")
+            os.rename(log, aside)
+            self.foreign = aside
         if _exists(log):
             v = _version(log)
             if v is not None and v != FORMAT:  # another firmware's format: kept whole, never compacted away
-                n = 0
-                aside = "%s/outbox-v%d.bin" % (self._dir, v)
-                while _exists(aside):
-                    n += 1
-                    aside = "%s/outbox-v%d.%d.bin" % (self._dir, v, n)
+                aside = self._aside("%s/outbox-v%d" % (self._dir, v), ".bin")
                 os.rename(log, aside)
                 self.foreign = aside
         if not _exists(log):
@@ -123,6 +131,15 @@ class Outbox:
         # Damaged bytes are compacted away so they are not rescanned on every boot; the bounds may be
         # smaller than on the last boot.
         self._room(0, 0, self.corrupt)
+
+    def _aside(self, stem, ext):
+        # a free name for a file moved aside: stem+ext, else stem.1+ext, stem.2+ext ...
+        n = 0
+        q = stem + ext
+        while _exists(q):
+            n += 1
+            q = "%s.%d%s" % (stem, n, ext)
+        return q
 
     def _scan(self):
         f, h, buf = self._f, self._hdr, self._buf
@@ -167,21 +184,27 @@ class Outbox:
         self.corrupt = bad + size - pos
         self._size = size
         self._next = top + 1
+        self.top = top  # the highest sample id the log remembers (0: none -- new, emptied or erased)
 
     # ---- the API ----
 
-    def append(self, payload):
-        """Store one sample durably; return its sample id (strictly increasing, never reused)."""
+    def append(self, payload, sid=None):
+        """Store one sample durably; return its sample id (strictly increasing, never reused). ``sid``: the
+        id the caller numbered the sample with (above every id stored so far), else the next one."""
         if not isinstance(payload, _BYTES):
             raise TypeError("outbox: payload must be bytes")
         r = _HDR + len(payload)
         if r == _HDR or r > self._lmax:
             raise ValueError("outbox: payload must be 1..%d bytes, got %d" % (self._lmax - _HDR, r - _HDR))
         a = self._sids
+        if sid is None:
+            sid = self._next
+        elif type(sid) is not int or sid < 1 or (a and sid <= a[-1]):
+            raise ValueError("outbox: sid must be above every stored sid")
         if len(a) >= self._nmax or self._live + r > self._lmax or self._size + r > self._cap:
             self._room(r, 1)
-        sid = self._next
-        self._next = sid + 1  # consumed even if the write fails: a record that did land keeps a unique id
+        self._debts()
+        self._next = max(self._next, sid + 1)  # consumed even if the write fails: a record that did land keeps a unique id
         off = self._put(D, sid, payload)
         self._offs.append(off)
         a.append(sid)
@@ -211,13 +234,20 @@ class Outbox:
         i = 0 if a and a[0] == sid else self._find(sid)  # the oldest is the usual case: no search
         if i < 0:
             return False
-        if self._size + _HDR > self._cap:
-            self._compact()
-        self._put(A, sid)
         a.pop(i)
         self._offs.pop(i)
         self._live -= _HDR + self._lens.pop(i)
         self.acked += 1
+        # Delivered: out of the index whatever happens to its A record. One the filesystem refuses (full) is
+        # written with the next record that succeeds, or made moot by a compaction; a power cut first resends
+        # that sample once (a QoS 1 duplicate, same id).
+        self._owed.append(sid)
+        try:
+            if self._size + _HDR > self._cap:
+                self._compact()
+            self._debts()
+        except OSError:
+            self.ack_errors += 1
         return True
 
     def __len__(self):
@@ -229,7 +259,8 @@ class Outbox:
     def stats(self):
         return {"appended": self.appended, "acked": self.acked, "dropped": self.dropped,
                 "corrupt": self.corrupt, "compactions": self.compactions, "depth": len(self._sids),
-                "bytes": self._size, "live_bytes": self._live, "next_sid": self._next, "foreign": self.foreign}
+                "bytes": self._size, "live_bytes": self._live, "next_sid": self._next, "foreign": self.foreign,
+                "ack_errors": self.ack_errors}
 
     def close(self):
         if self._f:
@@ -285,6 +316,13 @@ class Outbox:
             self._put(X, self._sids[0])  # persisted, so a reboot does not revive it
             self._pop(0)
             self.dropped += 1
+
+    def _debts(self):
+        # the A records still owed (see ack), oldest first
+        owed = self._owed
+        while owed:
+            self._put(A, owed[0])
+            owed.pop(0)
 
     def _head(self, t, sid, payload):
         put_header(self._hdr, t, sid, payload, self._h8)
@@ -352,6 +390,7 @@ class Outbox:
                     pos += _HDR + self._lens[i]
                 self._size = pos
                 self.compactions += 1
+                self._owed = []  # the acknowledged records were simply not copied
             finally:
                 # the new log, or the old one if the rename failed
                 self._f = open(self._path, "r+b", buffering=0)  # noqa: SIM115

@@ -4,8 +4,8 @@
 #   replies:    <command_topic>/reply  {"id": <same>, "code": 0|1, "data": {...}}
 import json
 
-from cellmqtt.cloudsign import BAD_FIELD, BAD_JSON, TOO_LARGE, UNKNOWN, CloudMessageError, Command
-from cellmqtt.settings import REQ
+from cellmqtt.cloudsign import BAD_FIELD, BAD_JSON, TOO_LARGE, UNKNOWN, CloudMessageError, Command, is_cut, scan_id
+from cellmqtt.settings import REQ, at_safe
 
 CONFIG = {"cloud": {"mqtt": {"client_id": REQ, "username": str, "password": str, "telemetry_topic": str,
                              "command_topic": str}}}
@@ -23,6 +23,8 @@ class Plain:
 
     @classmethod
     def from_config(cls, cfg, binary=None):
+        at_safe(cfg, ("cloud.mqtt.client_id", "cloud.mqtt.username", "cloud.mqtt.password",
+                      "cloud.mqtt.telemetry_topic", "cloud.mqtt.command_topic"))  # they go into AT commands
         p = cfg["cloud"]["mqtt"]
         return cls(p["client_id"], p["username"], p["password"], p["telemetry_topic"], p["command_topic"])
 
@@ -54,8 +56,10 @@ class Plain:
         reply = self.down + "/reply"
         if topic != self.down:
             raise CloudMessageError(UNKNOWN, "not a command topic")
-        if len(payload) > self.max_payload:
-            raise CloudMessageError(TOO_LARGE, "command larger than %d bytes" % self.max_payload, self.FAIL)
+        if len(payload) > self.max_payload or is_cut(payload):
+            mid = scan_id(payload, b"id")  # still answered when its id can be read
+            raise CloudMessageError(TOO_LARGE, "command larger than %d bytes" % self.max_payload, self.FAIL, mid,
+                                    reply if mid is not None else None)
         try:
             d = json.loads(payload)
         except ValueError:

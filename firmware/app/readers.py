@@ -30,8 +30,8 @@ def uptime(app):
 
 
 def outbox(app):
-    ob = app.telemetry.outbox
-    return {"outbox": len(ob), "dropped": ob.dropped}
+    tm = app.telemetry
+    return {"outbox": tm.waiting(), "dropped": tm.dropped()}
 
 
 READERS = {"demo": (demo, False), "signal": (signal, True), "uptime": (uptime, False), "outbox": (outbox, False)}

@@ -6,6 +6,7 @@
 # also rate-limited as the cloud profile asks (profile.RATE). Credentials are computed anew for every connect
 # and every subscription is renewed after every reconnect. It sees modem errors and transport errors only.
 import asyncio
+import os
 import random
 
 from cellmqtt import modem as md
@@ -15,6 +16,7 @@ from cellmqtt.compat import sleep_ms, ticks_diff, ticks_ms
 from cellmqtt.transport import (
     MODULE,
     NETWORK,
+    ConnectRefused,
     LinkLost,
     MqttError,
     MqttTimeout,
@@ -51,8 +53,9 @@ class Supervisor:
         self.failures = self.net_failures = self.reconnects = 0
         self.connects = []
         self.last_error = None
-        self.heartbeat = ticks_ms()
+        self.task = None  # its app.tasks record: busy while a bring-up step runs, idle while waiting
         self.reboot_requested = False
+        self.activation_lost = False
         app.modem.listen(self._on_modem_event)
 
     # ---- signals from elsewhere (the AT reader, the dispatcher) -------------------------------------------
@@ -65,9 +68,13 @@ class Supervisor:
         elif kind == md.PDP and self.state >= _CONNECT:
             self.trouble(md.PdpError("PDP context deactivated by the network"), _PDP)
 
-    def trouble(self, err, state=_CONNECT):
-        """Something broke: go back to ``state`` (several signs of one event -- a reset prints "pdpdeact", then
-        RDY, and closes the MQTT client -- the one that needs the earliest state wins)."""
+    def trouble(self, err, state=None):
+        """Something broke: go back to ``state`` (default: what the error's layer needs; a module that does not
+        answer: power; else connect again). Several signs of one event -- a reset prints "pdpdeact", then RDY,
+        and closes the MQTT client -- the one that needs the earliest state wins."""
+        if state is None:
+            state = _POWER if isinstance(err, md.ModemNotResponding) else \
+                _LAYER_STATE.get(getattr(err, "layer", None), _CONNECT)
         if self._reason is None or state < self._reason[1]:
             self._reason = (err, state)
         self._trouble.set()
@@ -81,13 +88,15 @@ class Supervisor:
 
     # ---- the state machine ---------------------------------------------------------------------------------
 
-    async def run(self):
+    async def run(self, task):
+        """The state machine, for ever (app.tasks keeps it: a bug in a step costs one round, not the device)."""
+        self.task = task
         app = self.app
         m = app.modem
         cfg = app.cfg
         log = app.log
         while True:
-            self.heartbeat = ticks_ms()
+            task.busy()  # a step stuck past the watchdog's limit lets the hardware reset the MCU
             if self._reset_seen:
                 self._reset_seen = False
                 log.warn("the modem restarted: starting over")
@@ -126,6 +135,7 @@ class Supervisor:
                         self.state = await self._activating()
                         continue
                     await self._subscribe()
+                    task.beat()
                     self.failures = self.net_failures = 0
                     self.online.set()
                     log.info("running")
@@ -146,6 +156,7 @@ class Supervisor:
                 d = min(b["max_s"], b["min_s"] * (1 << min(self.failures, 16))) * (1 + random.uniform(-1, 1) * b["jitter"])
                 log.warn("%s failed: %s; %s in %.1f s", STATES[st], self.last_error, STATES[nxt], d)
                 self.state = nxt
+                task.idle()  # a back-off (up to backoff.max_s) is waiting, not hanging
                 await asyncio.sleep(d)
 
     async def _watch(self):
@@ -156,9 +167,9 @@ class Supervisor:
         lost = asyncio.create_task(self._watch_lost(self.app.transport))
         try:
             while not self._trouble.is_set():
-                self.heartbeat = None  # running: waiting on events is the normal state (the watchdog feeds)
+                self.task.idle()  # running: waiting on events is the normal state (the watchdog feeds)
                 await self._trouble.wait()
-                self.heartbeat = ticks_ms()
+                self.task.busy()
                 if self.reboot_requested:
                     await asyncio.sleep(1)  # let the reply go out
                     self.app.log.warn("rebooting on command")
@@ -197,8 +208,7 @@ class Supervisor:
         raise err
 
     async def _watch_lost(self, t):
-        err = await t.wait_lost()
-        self.trouble(err, _LAYER_STATE.get(getattr(err, "layer", None), _CONNECT))
+        self.trouble(await t.wait_lost())
 
     def _after_failure(self, st, e):
         m = self.app.modem
@@ -243,16 +253,58 @@ class Supervisor:
             if wait <= 0:
                 break
             app.log.info("connect rate limit: waiting %d ms", wait)
+            self.task.idle()
             await sleep_ms(wait)
+            self.task.busy()
         cid, user, pw = profile.credentials(app.modem.now(), app.modem.time_trusted)  # fresh for every connect
         if pw:
             app.log.add_secret(pw)
         app.log.info("connecting to %s:%d as %s", q["host"], q["port"], cid)
         try:
             await t.connect(q["host"], q["port"], cid, user, pw, q["keepalive"], q["clean"])
+        except ConnectRefused as e:
+            if e.credentials() and profile.activation_pending() and self._activation_mark() is not None:
+                # An activation session was accepted before, and its secret never reached flash (a reset in the
+                # window): the cloud has switched to a secret this device does not have. Only the console can fix
+                # it; say so, and do not hammer the cloud (the longest back-off).
+                self.activation_lost = True
+                self.failures = 16
+                raise MqttError("activation lost: an activation session was accepted (%s) but its device secret "
+                                "never reached flash; reset the device's activation in the cloud console, or put its "
+                                "device secret into secrets.json" % self._activation_mark(), e.code) from None
+            raise
         finally:
             if t.sent_connect:  # only CONNECTs the broker saw count against its limit
                 self.connects.append(ticks_ms())
+        if profile.activation_pending():
+            self._write_activation_mark(app.modem.now())
+
+    # The activation mark (<state_dir>/activation): written when an activation session is accepted, removed
+    # once the pushed secret is on flash (app.dispatcher). Found at a refused activation connect, it tells a
+    # lost activation from a misconfigured one.
+
+    def _mark_path(self):
+        return self.app.cfg["state_dir"] + "/activation"
+
+    def _activation_mark(self):
+        try:
+            with open(self._mark_path()) as f:
+                return f.read(40).strip() or "?"
+        except (OSError, ValueError):
+            return None
+
+    def _write_activation_mark(self, unix_s):
+        try:
+            with open(self._mark_path(), "w") as f:
+                f.write("session accepted at unix time %d" % unix_s)
+        except OSError as e:
+            self.app.log.warn("activation mark not written: %s", e)
+
+    def clear_activation_mark(self):
+        try:
+            os.remove(self._mark_path())
+        except OSError:
+            pass
 
     async def _subscribe(self):
         app = self.app

@@ -108,7 +108,7 @@ def test_unreadable_or_broken_config_file(tmp_path_str):
         config.load(tmp_path_str + "/nope.json", None)
         assert False
     except ConfigError as e:
-        assert "cannot be read" in str(e)
+        assert "is missing" in str(e)
     p = tmp_path_str + "/bad.json"
     with open(p, "w") as f:
         f.write("{not json")
