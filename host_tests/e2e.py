@@ -35,22 +35,24 @@ from tools.demo import (  # noqa: F401
 class Firmware:
     """The firmware as a MicroPython process, in its flash directory."""
 
-    def __init__(self, flash, port, log_path, heapsize=None, transcript=None):
+    def __init__(self, flash, port, log_path, heapsize=None, transcript=None, main=None, env=None):
         self.flash = Path(flash)
         self.port = port
         self.log_path = Path(log_path)
         self.heapsize = heapsize
         self.transcript = transcript
+        self.main = main or ROOT / "firmware" / "main.py"  # or a wrapper that fakes something below the app
+        self.env = env or {}
         self.proc = None
 
     def start(self):
         cmd = [MICROPYTHON]
         if self.heapsize:
             cmd += ["-X", "heapsize=" + self.heapsize]
-        cmd += [str(ROOT / "firmware" / "main.py"), "--port", self.port]
+        cmd += [str(self.main), "--port", self.port]
         if self.transcript:
             cmd += ["--transcript", str(self.transcript)]
-        env = dict(os.environ, MICROPYPATH=MICROPYPATH)
+        env = dict(os.environ, MICROPYPATH=MICROPYPATH, **self.env)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=str(self.flash), env=env, stdout=self._log, stderr=subprocess.STDOUT)
         return self
@@ -110,10 +112,10 @@ class Device:
         if sec is not None:
             (self.flash / "secrets.json").write_text(json.dumps(sec))
 
-    def start(self, heapsize=None, transcript=None):
+    def start(self, heapsize=None, transcript=None, main=None, env=None):
         self.runs += 1
         self.fw = Firmware(self.flash, self.sim.info["port"], self.tmp / ("firmware-%d.log" % self.runs), heapsize,
-                           transcript).start()
+                           transcript, main, env).start()
         return self.fw
 
     def stop(self):

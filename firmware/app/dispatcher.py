@@ -21,12 +21,21 @@ _QUEUE = const(8)  # commands waiting at most (RAM)
 _BACKLOG_BYTES = const(8192)  # "busy" replies owed at most (approximate RAM)
 
 
+def _cost(owed, e):
+    # approximate RAM of one owed entry: a 5-tuple, and its reply topic unless it is shared with the entry before
+    # (Huawei legacy answers every command on the same data topic object)
+    if e is None:
+        return 0
+    t = e.reply_topic
+    return 32 if owed and owed[-1][0] is t else 32 + len(t)
+
+
 class Dispatcher:
     def __init__(self, app):
         self.app = app
         self.registry = Registry()
         self._inbox = []
-        self._owed = []  # [(reply topic, msg id, kind, code)] "busy" replies not sent yet
+        self._owed = []  # [(reply topic, msg id, kind, code, RAM cost)] "busy" replies not sent yet
         self._owed_bytes = 0
         self.dropped = self.busy = 0
         self._ev = asyncio.Event()
@@ -38,13 +47,13 @@ class Dispatcher:
             self._ev.set()
             return
         e = cs.refused(self.app.profile, topic, payload, cs.BUSY, "device busy: command queue full")
-        cost = 48 + (len(e.reply_topic) if e is not None else 0)
+        cost = _cost(self._owed, e)
         if e is None or self._owed_bytes + cost > _BACKLOG_BYTES:
             self.dropped += 1
             if self.dropped == 1 or not self.dropped % 32:
                 self.app.log.warn("command queue full: message on %s dropped (%d so far)", topic, self.dropped)
             return
-        self._owed.append((e.reply_topic, e.msg_id, e.kind, e.code))
+        self._owed.append((e.reply_topic, e.msg_id, e.kind, e.code, cost))
         self._owed_bytes += cost
         self.busy += 1
         self._ev.set()
@@ -53,8 +62,8 @@ class Dispatcher:
         while True:
             if self._owed:
                 task.busy()
-                topic, msg_id, kind, code = self._owed.pop(0)
-                self._owed_bytes -= 48 + len(topic)
+                topic, msg_id, kind, code, cost = self._owed.pop(0)
+                self._owed_bytes -= cost
                 p = self.app.profile
                 r = p.error_reply(CloudMessageError(cs.BUSY, "device busy: command queue full", code, msg_id, topic,
                                                     kind))

@@ -633,6 +633,24 @@ async def test_framed_record_larger_than_buffer_is_discarded_cleanly():
     assert eng.unknown_count == 1 and any("larger than the 256-byte buffer" in m for m in eng.logs)
 
 
+async def test_partial_frame_hands_over_the_head_with_the_records_tail():
+    # a message larger than the buffer reaches its handler cut, with the last bytes of the record (an id the
+    # sender put last) readable during the call; the stream stays in step for the record after it
+    eng, pipe, modem = make(rxbuf=256, chunk=50)
+    seen = []
+    eng.urc(b"+QMTRECV:", lambda line: seen.append((line, eng.cut_tail)), frame_quoted_len(3, partial=True))
+    eng.start()
+    big = b'{"pad":"' + b"p" * 900 + b'","mid":77}'
+    pipe.feed(b'\r\n+QMTRECV: 0,0,"t",%d,"%s"\r\n\r\n+QMTRECV: 0,0,"t",2,"ok"\r\n' % (len(big), big))
+    await asyncio.sleep(0.05)
+    assert len(seen) == 2, seen
+    head, tail = seen[0]
+    assert head.startswith(b'+QMTRECV: 0,0,"t",%d,"{"pad"' % len(big)) and 200 < len(head) <= 256
+    assert tail.endswith(b'"mid":77}"') and len(tail) <= 64
+    assert seen[1] == (b'+QMTRECV: 0,0,"t",2,"ok"', b"")
+    assert eng.cut_tail == b"" and any("; cut" in m for m in eng.logs)
+
+
 async def test_commands_are_serialised():
     eng, pipe, modem = make()
     modem.reply(b"AT+A", b"\r\nOK\r\n", delay_ms=40)

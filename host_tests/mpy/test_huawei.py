@@ -271,8 +271,8 @@ def test_legacy_parse_tolerates_extras_and_missing_paras():
     assert p.parse(CMD_TOPIC, bytearray(cloud_req(mid=5))).id == 5
 
 
-def big_req(mid_first):
-    filler = '"paras":{"blob":"' + "a" * 3000 + '"}'
+def big_req(mid_first, n=3000):
+    filler = '"paras":{"blob":"' + "a" * n + '"}'
     if mid_first:
         return ('{"mid":12,"msgType":"cloudReq","serviceId":"S","cmd":"C",' + filler + "}").encode()
     return ('{"msgType":"cloudReq","serviceId":"S","cmd":"C",' + filler + ',"mid":12}').encode()
@@ -303,7 +303,8 @@ MALFORMED = [  # (payload, fault, mid an error reply must echo or None when none
     (cloud_req(mid=9, cmd="x" * 65), cs.BAD_FIELD, 9),
     (cloud_req(mid=9, paras=[1]), cs.BAD_FIELD, 9),
     (big_req(True), cs.TOO_LARGE, 12),
-    (big_req(False), cs.TOO_LARGE, None),  # mid beyond the bytes scanned: no reply rather than a guess
+    (big_req(False), cs.TOO_LARGE, 12),  # the cloud's own order (mid last), within the 8 KB scanned
+    (big_req(False, 9000), cs.TOO_LARGE, None),  # mid beyond the bytes scanned: no reply rather than a guess
 ]
 
 

@@ -197,6 +197,7 @@ def frame_quoted_len(len_field, scale=1, partial=False):
 
 
 _MAX_HEADER = const(320)  # the longest header a framed record may have before its payload
+_CUT_TAIL = const(64)  # bytes kept from the end of a record too large for the buffer
 
 
 class StreamPipe:
@@ -329,6 +330,8 @@ class AtEngine:
         self._r = 0
         self._w = 0
         self._skip = 0  # bytes of an oversized record still to discard
+        self._cut = None  # a partial-frame URC record's head, handed over once its tail has gone by
+        self.cut_tail = b""  # while its handler runs: the last bytes of that record (an id the sender put last)
         self._skip_line = False  # discarding an overlong line up to its LF
         self._urcs = []  # [(prefix, handler, frame)]
         self._frames = []  # [(prefix, frame)] subset with a frame function, checked at record start
@@ -456,8 +459,12 @@ class AtEngine:
                     break
                 if self._skip:
                     k = min(self._skip, w - r)
+                    if self._cut is not None:  # keep the record's last bytes (rare path: allocation is fine)
+                        self.cut_tail = (self.cut_tail + bytes(mv[r:r + k]))[-_CUT_TAIL:]
                     self._skip -= k
                     self._r = r + k
+                    if not self._skip and self._cut is not None:
+                        self._hand_cut()
                     continue
                 if self._skip_line:
                     nl = _find(buf, mv, b"\n", r, w)
@@ -594,10 +601,12 @@ class AtEngine:
                             if w < len(buf):
                                 break  # (the reader moves the record to the front when the buffer fills)
                             self._report("record of %d bytes is larger than the %d-byte buffer; cut" % (total, len(buf)))
-                            line = bytes(mv[r:w])
+                            self._cut = bytes(mv[r:w])  # handed over with its tail, once the rest has gone by
+                            self.cut_tail = b""
                             self._skip = total - (w - r)
                             self._r = w
                             self.lines_count += 1
+                            continue
                         elif total and w - r < total:
                             break
                         elif total:
@@ -690,6 +699,21 @@ class AtEngine:
             # keep the unfinished tail; move it to the front when that is a cheap non-overlapping copy
             if self._r and self._w - self._r <= self._r:
                 self._compact()
+
+    def _hand_cut(self):
+        # the head of a partial-frame URC record, to its handler; cut_tail holds the record's last bytes meanwhile
+        line, self._cut = self._cut, None
+        if self.transcript:
+            self.transcript.rx(line[:64] + b"... <cut>")
+        for prefix, handler, _ in self._urcs:
+            if line.startswith(prefix):
+                try:
+                    handler(line)
+                except Exception as ex:  # a handler bug must not stop the reader
+                    self.errors += 1
+                    self._report("URC handler for %s failed: %r" % (_text(prefix), ex))
+                break
+        self.cut_tail = b""
 
     def _compact(self):
         r = self._r

@@ -304,6 +304,14 @@ class Bc660k(quectel.Quectel):
         to = t["negotiate_s"]
         if to != 90:
             await at.cmd(b'AT+QSSLCFG=0,0,"timeout",%d' % to)
+        if self.seclevel() and self.log and not self._warned_host:
+            # no SNI and no host-name check on the BC660K-GL (no source lists either; the BC66 answers ERROR to "sni")
+            self._warned_host = True
+            self.log("TLS: the server's chain is verified, its host name is not (the BC660K-GL cannot): tls.ca "
+                     "should hold the cloud's own CA, not a public root")
+
+    host_checked = False
+    _warned_host = False
 
 
 class _Awake:

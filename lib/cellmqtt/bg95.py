@@ -25,15 +25,7 @@ class Bg95(Bg96):
     CONFIG = CONFIG
     NATIVE = Bg95Mqtt
 
-    async def _configure_ssl(self):
-        await super()._configure_ssl()
-        t = self.tcfg
-        ctx = self.ssl_ctx()
-        verify = self.seclevel() > 0
-        # SNI lets a virtual-hosted broker pick its certificate; checkhost makes the module compare the server
-        # certificate's names with the host it connects to (seclevel alone checks only the chain)
-        await self.at.cmd(b'AT+QSSLCFG="sni",%d,%d' % (ctx, 1 if t["sni"] else 0))
-        await self.at.cmd(b'AT+QSSLCFG="checkhost",%d,%d' % (ctx, 1 if verify and t["check_host"] else 0))
+    SSL_NAMES = (True, True)  # "sni" and "checkhost" on the whole family (lukejenkins/cwd AT+QSSLCFG=?)
 
 
 Driver = Bg95  # modem.type "bg95"

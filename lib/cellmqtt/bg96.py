@@ -17,7 +17,8 @@ from cellmqtt.transport import DnsError, MqttError, NetworkError, PayloadError, 
 CONFIG = (quectel.CONFIG, {
     "modem": {"pdp_cid": (1, 1, 16), "apn_user": "", "apn_pass": "", "apn_auth": (0, 0, 3),
               "scan": (None, "auto", "lte", "gsm"), "rat": (None, "m1", "nb1", "m1+nb1"), "bands": dict},
-    "tls": {"version": (3, 0, 4), "ciphers": "0xFFFF", "negotiate_s": (300, 10, 300), "ctx": (1, 0, 5)},
+    "tls": {"version": (3, 0, 4), "ciphers": "0xFFFF", "negotiate_s": (300, 10, 300), "ctx": (1, 0, 5),
+            "sni": True, "check_host": True},
 })
 SECRETS = ("modem.pin", "modem.apn_pass")
 
@@ -43,6 +44,7 @@ _QFUPL = tuple(Cmd(b"+QFUPL:", 5000, connect=True, ack=1024 if i & 2 else 0, dat
 _QSSLCLOSE = Cmd(None, 12000)
 _QMTPUB_T = Cmd(b"+QMTPUB:")
 _QMTCFG_T = Cmd(b"+QMTCFG:")
+_QSSLCFG_T = Cmd(b"+QSSLCFG:")
 _QCSQ = Cmd(b"+QCSQ:")
 _QNWINFO = Cmd(b"+QNWINFO:")
 
@@ -370,6 +372,36 @@ class Bg96(quectel.Quectel):
             cmds.append(b'AT+QSSLCFG="negotiatetime",%d,%d' % (ctx, neg))
         for c in cmds:
             await self.at.cmd(c)
+        # SNI lets a virtual-hosted broker pick its certificate; checkhost makes the module compare the server
+        # certificate's names with the host (seclevel alone checks only the chain). Firmware-dependent: probed.
+        sni, check = await self._ssl_names()
+        verify = self.seclevel() > 0
+        if sni:
+            await self.at.cmd(b'AT+QSSLCFG="sni",%d,%d' % (ctx, 1 if t["sni"] else 0))
+        if check:
+            await self.at.cmd(b'AT+QSSLCFG="checkhost",%d,%d' % (ctx, 1 if verify and t["check_host"] else 0))
+        self.host_checked = bool(check and verify and t["check_host"])
+        if verify and not check and self.log and not self._warned_host:
+            self._warned_host = True
+            self.log("TLS: the server's chain is verified, its host name is not (no checkhost in this firmware): "
+                     "tls.ca should hold the cloud's own CA, not a public root")
+
+    SSL_NAMES = None  # (sni, checkhost) when known for the model; None: probed with AT+QSSLCFG=?
+    host_checked = False
+    _warned_host = False
+
+    async def _ssl_names(self):
+        if self.SSL_NAMES is not None:
+            return self.SSL_NAMES
+        caps = self.memo.get("ssl_names")
+        if not (isinstance(caps, list) and len(caps) == 2):
+            try:
+                lines = await self.at.cmd(b"AT+QSSLCFG=?", _QSSLCFG_T)
+            except AtCommandError:
+                lines = ()
+            caps = [any(b'"sni"' in x for x in lines), any(b'"checkhost"' in x for x in lines)]
+            self.memo.set("ssl_names", caps)
+        return caps[0], caps[1]
 
     # ---- raw TLS sockets (section 5): the socket transport and the TLS diagnosis -------------------------
 

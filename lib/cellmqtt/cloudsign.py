@@ -23,7 +23,7 @@ _BLOCK = const(64)  # SHA-256 block size in bytes (RFC 2104 B); MicroPython hash
 # Unix time of 10000-01-01T00:00:00Z: the Huawei hour string has a four-digit year.
 _UNIX_MAX = 253402300800
 DEFAULT_MAX_PAYLOAD = const(2048)  # refuse larger downstream messages before parsing (RAM on the MCU)
-_SCAN = const(256)  # bytes searched for a message id when the JSON cannot be parsed
+_SCAN = const(8192)  # bytes searched for a message id when the JSON cannot be parsed (all a receive buffer holds)
 _MAX_DEPTH = const(16)  # nesting accepted in telemetry values (our own recursion stays bounded)
 
 
@@ -375,8 +375,9 @@ def scan_id(payload, key):
     large, cut off, not UTF-8), so an error reply can still name it. `key` is bytes; returns a str (quoted
     value without escapes) or an int (digits), or None. Reads at most _SCAN bytes and allocates only the value."""
     if is_cut(payload):
-        payload = payload.head
-    n = min(len(payload), _SCAN)
+        v = scan_id(payload.head, key)
+        return v if v is not None else _scan_last(getattr(payload, "tail", b""), key)
+    n = min(len(payload), _SCAN)  # the clouds' own field order puts the id last (Huawei cloudReq "mid")
     depth = 0
     i = 0
     while i < n:
@@ -398,6 +399,35 @@ def scan_id(payload, key):
             depth -= 1
         i += 1
     return None
+
+
+def _scan_last(tail, key):
+    # `"key": value` as the last member of the top-level object, read from the object's last bytes (all that is
+    # left of a message cut by the transport): the final "}" closes the top level, so the member before it is a
+    # top-level one. A plain int or a quoted string without escapes; anything else is None.
+    t = bytes(tail).rstrip(b" \t\r\n")
+    if not t.endswith(b"}"):
+        return None
+    t = t[:-1].rstrip(b" \t\r\n")
+    if t.endswith(b'"'):
+        i = t.rfind(b'"', 0, len(t) - 1)
+        if i < 0 or b"\\" in t[i:]:
+            return None
+        v = _scan_value(t + b" ", i, len(t) + 1)
+    else:
+        i = len(t)
+        while i and 48 <= t[i - 1] <= 57:
+            i -= 1
+        v = _scan_value(t + b" ", i, len(t) + 1) if i < len(t) else None
+    rest = t[:i].rstrip(b" \t\r\n")
+    if v is None or not rest.endswith(b":"):
+        return None
+    rest = rest[:-1].rstrip(b" \t\r\n")
+    q = b'"' + key + b'"'
+    if not rest.endswith(q):
+        return None
+    before = rest[:-len(q)].rstrip(b" \t\r\n")
+    return v if before and before[-1] in b",{" else None
 
 
 def _skip_ws(b, k, n):
@@ -441,9 +471,8 @@ class _Cut:
 def refused(profile, topic, payload, fault, reason):
     """The CloudMessageError for an error reply to a message that is not processed (``fault``: BUSY), built
     without parsing it: only its id is scanned from its first bytes. None when no reply can be addressed."""
-    head = payload.head if is_cut(payload) else payload[:_SCAN]
     try:
-        profile.parse(topic, _Cut(head))
+        profile.parse(topic, _Cut(payload.head if is_cut(payload) else payload))
     except CloudMessageError as e:
         if e.reply_topic is None:
             return None

@@ -142,7 +142,7 @@ class NativeMqtt:
             n = int(line[k:c])
             payload = line[c + 2:c + 2 + n]
             if len(payload) < n:  # larger than the receive buffer: cut (the profile refuses it by name)
-                payload = Truncated(payload, n)
+                payload = Truncated(payload, n, self.at.cut_tail[:-1])  # the tail without the closing quote
         else:
             payload = line[k + 1:-1]
         self._on_message(line[i + 1:j].decode(), payload)

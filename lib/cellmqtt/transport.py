@@ -17,12 +17,13 @@
 
 class Truncated:
     """A received message the transport could not hold whole (larger than its receive buffer): its first bytes
-    and its real size, delivered in place of the payload so the app can still answer it ("too large") by the
-    id in its head. len() is the real size."""
+    and its real size (and, where the transport kept them, its last bytes), delivered in place of the payload so
+    the app can still answer it ("too large") by its id. len() is the real size."""
 
-    def __init__(self, head, size):
+    def __init__(self, head, size, tail=b""):
         self.head = head
         self.size = size
+        self.tail = tail  # its last bytes, when the transport could keep them (the id a sender puts last)
 
     def __len__(self):
         return self.size

@@ -57,6 +57,7 @@ class ControlServer:
             "clock": self._clock,
             "disconnect": lambda r: {"kicked": self.twin.disconnect(r.get("device"))},
             "deactivate": self._deactivate,
+            "push": lambda r: self.twin.push(r),
         }
 
     async def start(self):
@@ -235,6 +236,13 @@ class TwinControl:
 
     def deactivate(self, device):
         self.request("deactivate", device=device)
+
+    def push(self, device, topic, payload, qos=0):
+        """Publish raw bytes (payload: bytes or str) to a connected device on any topic: what a cloud that passes
+        data through (IoTDA messages/down, a hostile or buggy application) can deliver. No record is kept."""
+        if isinstance(payload, (bytes, bytearray)):
+            payload = bytes(payload).decode("latin-1")
+        return self.request("push", device=device, topic=topic, payload=payload, qos=qos)["sent"]
 
     def wait_for(self, fn, timeout=5.0, interval=0.05, what="condition", until=None):
         """Poll ``fn()`` until its value is truthy (or ``until(value)`` is); return the value, or TimeoutError."""

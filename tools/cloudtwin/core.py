@@ -462,6 +462,18 @@ class Twin:
                 n += 1
         return n
 
+    def push(self, spec):
+        """Control op "push": raw bytes (``payload``, latin-1 text) on ``topic`` to the device's current link."""
+        device = self.device(spec.get("device"))
+        topic, payload, qos = spec.get("topic"), spec.get("payload"), spec.get("qos", 0)
+        if not isinstance(topic, str) or not topic or not isinstance(payload, str) or qos not in (0, 1):
+            raise TwinError("push needs topic (str), payload (str, latin-1) and qos 0 or 1")
+        link = self.current_link(device.name)
+        if link is None or link.closed or not link.ready:
+            raise TwinError("device %s is not connected" % device.name)
+        self.send_on(link, topic, payload.encode("latin-1"), qos)
+        return {"sent": True}
+
     def status(self):
         return {"cloud": self.cloud, "backend": self.backend.name if self.backend else None, "time": self.now_iso(),
                 "clock": self.clock.spec, "rate_limit": self.rate_limit,

@@ -182,5 +182,10 @@ class HuaweiTwin(Twin):
                 raise TwinError(str(e)) from None
             return self.add_command(device, "binary", command_topics(login)[1], request, qos, mid,
                                     queue=spec.get("queue", True))
+        raw = spec.get("raw")  # the test's own bytes in place of the JSON ("{mid}" replaced): hostile payloads
+        if raw is not None:
+            if not isinstance(raw, str):
+                raise TwinError("raw must be a str (latin-1)")
+            request = raw.replace("{mid}", str(mid)).encode("latin-1")
         return self.add_command(device, "cloudReq", command_topics(login)[0], request, qos, mid,
                                 queue=spec.get("queue", True))

@@ -49,6 +49,7 @@ class Options:
         self.iccid = a.iccid
         self.tls_ciphers = a.tls_ciphers
         self.check_hostname = a.check_hostname
+        self.chunking = a.chunking
         self.tmpdir = tmpdir
 
     def sim_state(self):
@@ -84,8 +85,11 @@ def build_parser():
     ap.add_argument("--transcript", metavar="FILE", help="write every byte both ways (secrets redacted) here")
     ap.add_argument("--state-dir", metavar="DIR", help="keep the module's flash (UFS, NV settings) here")
     ap.add_argument("--control", metavar="PATH", help="unix socket for the JSON-lines control protocol")
-    ap.add_argument("--firmware", metavar="ID", help="firmware revision (BG96: BG96MAR02A07M1G default, "
-                                                     "BG96MAR02A08M1G or 'later' adds QMTPUB length form and recv/mode)")
+    ap.add_argument("--firmware", metavar="ID", help="firmware revision (BG96: BG96MAR02A08M1G default, "
+                                                     "BG96MAR02A07M1G: no QMTPUB length form, no recv/mode)")
+    ap.add_argument("--chunking", type=int, metavar="SEED", help="write the output in random pieces of 1-64 bytes "
+                                                               "with 0-3 ms between them (seeded), as a host's UART "
+                                                               "driver may hand them over")
     ap.add_argument("--sim", default="ready", metavar="ready|absent|pin:PIN", help="SIM card state (default ready)")
     ap.add_argument("--roaming", action="store_true", help="register as roaming (stat 5) instead of home (1)")
     ap.add_argument("--no-nitz", action="store_true", help="the network sends no time: the clock stays at the "

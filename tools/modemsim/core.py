@@ -23,6 +23,7 @@ Response shape (quectel-bg96.md section 1): information lines ``\\r\\n<l1>\\r\\n
 
 import asyncio
 import datetime
+import random
 import re
 import sys
 import time
@@ -447,6 +448,9 @@ class Modem:
         self.rules = list(rules)
         self.pending_mods = []
         self.armed_drop = 0
+        seed = getattr(opts, "chunking", None)
+        self.chunker = random.Random(seed) if seed is not None else None  # --chunking: random output pieces
+        self.armed_urc_drops = []  # fault drop_urc: byte strings whose next URC is lost
         self.armed_tls = []
         self.armed_refuse = []
         self.armed_corrupt = 0
@@ -663,6 +667,14 @@ class Modem:
                 for b in data:
                     await self._write_all(bytes((b,)))
                     await asyncio.sleep(byte_ms / 1000.0)
+            elif self.chunker is not None:
+                view = memoryview(data)
+                while view:
+                    n = self.chunker.randint(1, 64)
+                    await self._write_all(view[:n])
+                    view = view[n:]
+                    if view:
+                        await asyncio.sleep(self.chunker.randint(0, 3) / 1000.0)
             else:
                 await self._write_all(data)
             self._rearm_sleep()
@@ -694,6 +706,12 @@ class Modem:
         if self.power not in ("on", "booting"):
             self.counters["urc_lost"] += 1
             return
+        for m in self.armed_urc_drops:
+            if m in text:
+                self.armed_urc_drops.remove(m)
+                self.counters["urc_lost"] += 1
+                self.tr.event("URC lost (fault drop_urc): %s" % text.split(b":")[0].decode("latin-1", "replace"))
+                return
         data = b"\r\n" + text + b"\r\n"
         render = [b"\r\n"] + render + [b"\r\n"] if render is not None else None
         if self.data_mode is not None and self.URCS_LOST_IN_DATA_MODE:
@@ -1066,6 +1084,8 @@ class Modem:
                 self.loop.call_soon(self.power_cycle, "crash")
         elif name == "drop_first_byte":
             self.armed_drop += int(a["count"])
+        elif name == "drop_urc":
+            self.armed_urc_drops += [a["match"].encode("latin-1")] * int(a["count"])
         elif name == "tls_fail":
             self.armed_tls += [a["kind"]] * int(a["count"])
         elif name == "broker_refuse":

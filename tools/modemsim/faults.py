@@ -52,6 +52,7 @@ ACTIONS = {
     "corrupt_upload": ({"count": 1}, False),  # next QFUPL stores a flipped byte (checksum of what was stored)
     "sleep": ({}, False),  # BC660K: enter sleep now
     "drop_first_byte": ({"count": 1}, False),  # drop the next received byte(s)
+    "drop_urc": ({"match": "", "count": 1}, False),  # the next <count> URCs holding <match> are lost (never printed)
     "ssl_closed": ({"client": 0}, False),  # the server closes raw TLS socket <client>
     "power_on": ({}, False),  # after AT+QPOWD: press PWRKEY (boot with RDY)
     "psm": ({}, False),  # enter PSM: BG96 prints PSM POWER DOWN, UART dead until "wake"
