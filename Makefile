@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv test demo bench lint clean run
+.PHONY: all venv test demo bench soak lint clean run
 
 all: test
 
@@ -52,6 +52,14 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tools.bench
+
+# make soak [MODEM=bg96|bc660k|bg95 (default: bg96, then bc660k)] [MINUTES=30] [SEED=1] [SOAK_ARGS=...]: the chaos soak (tools/soak.py)
+MINUTES ?= 30
+SEED ?= 1
+SOAK_ARGS ?=
+soak: $(STAMP)
+	@set -e; for m in $(if $(filter command line,$(origin MODEM)),$(MODEM),bg96 bc660k); do \
+	  $(PY) -m tools.soak --modem $$m --minutes $(MINUTES) --seed $(SEED) $(SOAK_ARGS); done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib firmware boards tools host_tests

@@ -3,6 +3,7 @@
 # command handlers and readers use (status, set_interval, request_reboot). Built by app.main from what
 # app.wiring made (the modem driver, the transport, the cloud profile).
 import asyncio
+import gc
 
 from cellmqtt.compat import ticks_diff, ticks_ms
 
@@ -13,6 +14,13 @@ from app.tasks import Tasks
 from app.telemetry import Telemetry
 
 VERSION = "1.0.0"
+
+
+def _heap():
+    # bytes of heap in use after a collection (a leak shows as growth between status replies); None on CPython
+    gc.collect()
+    used = getattr(gc, "mem_alloc", None)
+    return used() if used else None
 
 
 class App:
@@ -44,7 +52,7 @@ class App:
                 "published": tm.published, "rejected": tm.rejected, "reconnects": s.reconnects, "resets": self.modem.resets,
                 "last_error": s.last_error, "signal": tm.last_signal, "tasks": self.tasks.status(),
                 "task_restarts": self.tasks.restarts, "task_failure": self.tasks.last_failure,
-                "stored": tm.stored_status(), "commands_dropped": self.dispatcher.dropped}
+                "stored": tm.stored_status(), "commands_dropped": self.dispatcher.dropped, "heap": _heap()}
 
     def set_interval(self, s):
         self.telemetry.set_interval(s)
