@@ -4,7 +4,8 @@
   returns a ``Modemsim`` with ``.info`` (JSON-able: {"profile", "port", "control", "transcript",
   "state_dir"}), ``.control(obj) -> reply``, ``.transcript_text()``, ``.stop()``; all are stopped at teardown.
   Options: resolve (list of NAME=HOST[:PORT] rules), time, latency, settings ({key: seconds} -> --set),
-  faults (list/dict -> inline JSON, or a path), firmware, state_dir, sim, roaming, no_nitz, tz,
+  faults (list/dict -> inline JSON, or a path), firmware, state_dir, sim, roaming, no_nitz, tz, chunking (seed),
+  wakeup_rxd (0/1), psm_shipped,
   check_hostname, tls_ciphers, extra_args (list).
 * ``bg96`` / ``bc660k`` -> the ``.info`` dict of an emulator (fast latencies) whose --resolve maps
   ``broker.test`` port 8883 to the ``broker`` fixture's TLS port and port 1883 to its plain port.
@@ -42,11 +43,11 @@ class Modemsim:
         args = ["--profile", profile, "--link", link, "--control", control, "--transcript", transcript]
         for rule in options.pop("resolve", ()):
             args += ["--resolve", rule]
-        for key in ("time", "latency", "firmware", "state_dir", "sim", "tz", "tls_ciphers"):
+        for key in ("time", "latency", "firmware", "state_dir", "sim", "tz", "tls_ciphers", "chunking", "wakeup_rxd"):
             v = options.pop(key, None)
             if v is not None:
                 args += ["--" + key.replace("_", "-"), str(v)]
-        for key in ("roaming", "no_nitz", "check_hostname"):
+        for key in ("roaming", "no_nitz", "check_hostname", "psm_shipped"):
             if options.pop(key, False):
                 args.append("--" + key.replace("_", "-"))
         for k, v in (options.pop("settings", None) or {}).items():

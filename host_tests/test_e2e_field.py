@@ -371,3 +371,61 @@ def test_a_pin_sim_is_unlocked_again_after_the_apn_change_reboot(mkdev):
     d.wait_samples(d.telemetry()["unique"] + 2, timeout=90)
     assert time.monotonic() - t0 < 60  # not the 180 s registration timeout
     assert counters(d).get("resets", 0) >= 1
+
+
+# ---- the BC660K-GL wake path and PSM (issue 15) -------------------------------------------------------------
+
+
+def sim_state(d):
+    return d.sim.control({"cmd": "state"})["state"]
+
+
+def test_a_bc660k_shipped_with_wakeup_rxd_off_and_psm_on_stays_reachable(mkdev):
+    # wakeupRXD 0 (the UART does not wake it) and PSM on (+CPSMS: 1, T3324 3 min = 3 s in fast mode): the old
+    # driver left both as found and allowed deep sleep (QSCLK=1) -- after the first active timer the module was
+    # asleep for good. Each sample interval is longer than T3324; a minute is an hour of module time.
+    d = mkdev(modem="bc660k", interval=5, sim_opts={"wakeup_rxd": 0, "psm_shipped": True})
+    d.start()
+    d.wait_samples(1, timeout=60)
+    st = sim_state(d)
+    assert st["wakeup_rxd"] == {"effective": 1, "stored": 1}, st["wakeup_rxd"]  # set, and the restart it needs
+    assert st["psm"]["cpsms"]["mode"] == 0 and st["sclk"] in (0, 2), st  # PSM off, light sleep only
+    assert counters(d)["commands"].get("QRST", 0) >= 1  # the restart the NV setting needs
+    entries = counters(d).get("psm_entries", 0)  # (the module may have entered PSM once before it was told)
+    d.wait_samples(12, timeout=120)
+    body = status(d, timeout=30)
+    assert tasks_ok(body) and body["dropped"] == 0, body
+    ok, ids = contiguous(d.telemetry()["samples"])
+    assert ok, ids
+    assert counters(d).get("psm_entries", 0) == entries  # never again once PSM was switched off
+
+
+def test_a_bc660k_with_psm_configured_wakes_from_deep_sleep_and_loses_nothing(mkdev):
+    # PSM on by configuration: the module enters PSM after each active timer (its session dropped, deep sleep
+    # allowed by QSCLK=1); the UART wakes it (wakeupRXD 1), the session is re-made, every sample arrives
+    d = mkdev(modem="bc660k", interval=5, config_over={"modem": {"psm": {"tau": "01000001", "active": "00100011"}}})
+    d.start()
+    d.wait_samples(8, timeout=150)
+    assert counters(d).get("psm_entries", 0) >= 1, counters(d)
+    ok, ids = contiguous(d.telemetry()["samples"])
+    assert ok, ids
+    assert sim_state(d)["psm"]["cpsms"]["mode"] == 1
+
+
+@pytest.mark.parametrize("modem", ["bg96", "bc660k"])
+def test_no_byte_of_the_private_key_reaches_a_transcript_or_log(mkdev, modem, tmp_path, pki):
+    # mutual TLS: the key is pushed into the module (BG96 QFUPL, BC660K-GL inline -- which the module echoes)
+    tr = tmp_path / ("fw-transcript-%s.txt" % modem)
+    d = mkdev(modem=modem, mtls=True, interval=1)
+    d.start(transcript=tr)
+    d.wait_samples(2, timeout=60)
+    d.stop()
+    key = Path(pki["client_key"]).read_text()
+    body = [ln for ln in key.splitlines() if ln and not ln.startswith("-----")]
+    files = [tr, d.fw.log_path, Path(d.sim.info["transcript"])]
+    for f in files:
+        text = f.read_bytes()
+        for ln in body:
+            for form in (ln.encode(), ln.encode().hex().encode(), ln.encode().hex().upper().encode()):
+                assert form not in text, (f.name, ln[:8])
+        assert b"PRIVATE KEY-----\r\nMII" not in text and b"PRIVATE KEY-----\nMII" not in text

@@ -78,14 +78,14 @@ def device_id(cloud):
     return HUAWEI_ID if cloud in ("huawei", "iotda") else PLAIN_ID if cloud == "mqtt" else ENOS_DK
 
 
-def device_config(which, modem, transport="native", dynamic=False, mtls=False, interval=2, **over):
+def device_config(which, modem_type, transport="native", dynamic=False, mtls=False, interval=2, **over):
     """(config.json, secrets.json) contents for the demo/test device. cloud: huawei, iotda, enos or mqtt (the
     twin's rules); ``over`` merges into the sections (e.g. cloud={"huawei": {"codec": "binary"}})."""
     cloud = which
     profile = {"iotda": "huawei"}.get(cloud, cloud)
     cfg = {
         "board": "unix",
-        "modem": {"type": modem, "apn": "iot.test"},
+        "modem": {"type": modem_type, "apn": "iot.test"},
         "tls": {"ca": "ca.pem"},
         "mqtt": {"host": HOST, "port": 8883, "transport": transport, "keepalive": 60 if cloud == "enos" else 120},
         "cloud": {"profile": profile},

@@ -133,7 +133,7 @@ async def test_qmtstat_codes_and_module_reset(bc660k, pki, tmp_path_str):
 
 async def test_allow_sleep_waits_for_an_exchange_in_progress(bc660k, tmp_path_str):
     # the end of the bring-up's hold must not let the module sleep under a running awake() exchange: the last
-    # one to finish sends AT+QSCLK=1
+    # one to finish sends AT+QSCLK=2 (light sleep: no PSM configured)
     m = make("bc660k", bc660k, tmp_path_str)
     await m.start()
     assert control(bc660k, {"cmd": "state"})["state"]["sclk"] == 0
@@ -141,11 +141,11 @@ async def test_allow_sleep_waits_for_an_exchange_in_progress(bc660k, tmp_path_st
         await m.allow_sleep()
         assert control(bc660k, {"cmd": "state"})["state"]["sclk"] == 0
         await m.signal()
-    assert control(bc660k, {"cmd": "state"})["state"]["sclk"] == 1
+    assert control(bc660k, {"cmd": "state"})["state"]["sclk"] == 2
     await m.allow_sleep()  # once only
     async with m.awake():
         assert control(bc660k, {"cmd": "state"})["state"]["sclk"] == 0
-    assert control(bc660k, {"cmd": "state"})["state"]["sclk"] == 1
+    assert control(bc660k, {"cmd": "state"})["state"]["sclk"] == 2
 
 
 async def test_lost_first_byte_after_sleep(bc660k, tmp_path_str):

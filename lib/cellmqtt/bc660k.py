@@ -9,7 +9,7 @@ import binascii
 from cellmqtt import modem as md
 from cellmqtt import qmt, quectel
 from cellmqtt.at_engine import AtCommandError, AtError, AtTimeout, Cmd, args, first, quote, to_int
-from cellmqtt.compat import ticks_diff, ticks_ms
+from cellmqtt.compat import const, sleep_ms, ticks_diff, ticks_ms
 from cellmqtt.qmt import ModuleRefused, NativeMqtt
 from cellmqtt.settings import ConfigError, section
 from cellmqtt.transport import NetworkError
@@ -28,6 +28,8 @@ _MQTT_ERR = {8503: "link layer error", 8504: "illegal packet", 8505: "illegal ch
 
 _PLAIN = Cmd()
 _WAKE = Cmd(None, 600)  # a throw-away probe while the module wakes
+_WAKE_PROBES = const(10)  # probes (600 ms each) with a back-off of 0.1 s doubling to 1 s between: ~13 s in all
+_QCFG_RXD = Cmd(b'+QCFG: "wakeupRXD"')
 _QSCLK0 = Cmd(None, 300, retry=1)  # the engine's wake hook probes first after idle
 _QCGDEFCONT = Cmd(b"+QCGDEFCONT:")
 _CGPADDR = Cmd(b"+CGPADDR:")
@@ -136,8 +138,10 @@ class Bc660k(quectel.Quectel):
 
     async def _wake(self, engine):
         # The first byte after sleep is lost and a command sent into deep sleep may vanish: throw-away AT
-        # probes until one is answered. Runs inside the engine (before a command after an idle period).
-        for _ in range(6):
+        # probes until one is answered, backing off (a module leaving deep sleep in PSM takes longer than one
+        # leaving light sleep). Runs inside the engine (before a command after an idle period).
+        pause = 100
+        for _ in range(_WAKE_PROBES):
             try:
                 await engine.raw_cmd(b"AT", _WAKE)
                 return
@@ -145,6 +149,8 @@ class Bc660k(quectel.Quectel):
                 pass
             except AtCommandError:
                 return  # a half-received probe: awake now
+            await sleep_ms(pause)
+            pause = min(pause * 2, 1000)
         if self.log:
             self.log("BC660K: no answer to wake probes")
 
@@ -162,6 +168,32 @@ class Bc660k(quectel.Quectel):
         self._awake = 1  # the bring-up's hold, counted like an awake() exchange
         self._hold = True
         self.at.wake_idle_ms = 0
+        await self._wakeup_rxd()
+
+    async def _wakeup_rxd(self):
+        # Without AT+QCFG="wakeupRXD",1 the UART does not wake a sleeping module: after its first sleep it would
+        # be unreachable. Stored in NV, effective after a restart: checked once per module, set and verified.
+        if self.memo.matches("wakeup_rxd", 1):
+            return
+        try:
+            f = first(await self.at.cmd(b'AT+QCFG="wakeupRXD"', _QCFG_RXD))
+        except AtCommandError:
+            if self.log:
+                self.log('BC660K: this firmware has no AT+QCFG="wakeupRXD" (its UART wake cannot be checked)')
+            self.memo.set("wakeup_rxd", 1)
+            return
+        if len(f) > 1 and f[1] == b"1":
+            self.memo.set("wakeup_rxd", 1)
+            return
+        if self._rxd_set:
+            raise md.ModemError('AT+QCFG="wakeupRXD" stays 0 after a restart: the module could not be woken by the UART')
+        self._rxd_set = True
+        if self.log:
+            self.log('BC660K: wakeupRXD was off (the UART would not wake the module): set, restarting it')
+        await self.at.cmd(b'AT+QCFG="wakeupRXD",1')
+        await self._reboot()  # (its _start checks again)
+
+    _rxd_set = False
 
     async def allow_sleep(self):
         """End the bring-up's hold: the module may sleep between exchanges again (``modem.sleep``, default on)
@@ -175,11 +207,13 @@ class Bc660k(quectel.Quectel):
         self._awake -= 1
         if self._awake == 0:
             if self._sleep_ok:
+                # light sleep only (2), unless PSM is configured: 1 also allows the deep sleep PSM brings
+                cmd = b"AT+QSCLK=1" if self.mcfg.get("psm") else b"AT+QSCLK=2"
                 try:
-                    await self.at.cmd(b"AT+QSCLK=1")
+                    await self.at.cmd(cmd)
                 except AtError as e:
                     if self.log:
-                        self.log("QSCLK=1: %s" % e)
+                        self.log("%s: %s" % (cmd.decode(), e))
                 self._idle()
             else:
                 self._awake = 1  # sleep disabled by config: stay awake
@@ -230,23 +264,25 @@ class Bc660k(quectel.Quectel):
 
     def configure_power(self):
         """PSM (``modem.psm``: {"tau": "<8-bit T3412>", "active": "<8-bit T3324>"} or false to disable) and eDRX
-        (``modem.edrx``: "<4-bit value>" or false), applied when different from what was last applied."""
+        (``modem.edrx``: "<4-bit value>" or false); not configured is off: never left as the module came
+        (a module shipped with PSM on loses its MQTT session at the end of every active timer). Applied when
+        different from what was last applied."""
         return md.guard(self._configure_power())
 
     async def _configure_power(self):
         m = self.mcfg
-        psm, edrx = want = [m.get("psm"), m.get("edrx")]
-        if want == [None, None] or self.memo.matches("power", want):
+        psm, edrx = want = [m.get("psm") or False, m.get("edrx") or False]
+        if self.memo.matches("power", want):
             return
         at = self.at
         if psm:
             await at.cmd(b"AT+CPSMS=1,,,%s,%s" % (quote(psm["tau"], "modem.psm.tau"), quote(psm["active"], "modem.psm.active")))
             await at.cmd(b"AT+QNBIOTEVENT=1,1")
-        elif psm is not None:
-            await at.cmd(b"AT+CPSMS=2")
+        else:
+            await at.cmd(b"AT+CPSMS=2")  # off, the requested timers discarded (27.007 10.1.23)
         if edrx:
             await at.cmd(b"AT+CEDRXS=1,5,%s" % quote(edrx, "modem.edrx"))
-        elif edrx is not None:
+        else:
             await at.cmd(b"AT+CEDRXS=0")
         self.memo.set("power", want)
 

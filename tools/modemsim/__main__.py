@@ -50,6 +50,8 @@ class Options:
         self.tls_ciphers = a.tls_ciphers
         self.check_hostname = a.check_hostname
         self.chunking = a.chunking
+        self.wakeup_rxd = a.wakeup_rxd
+        self.psm_shipped = a.psm_shipped
         self.tmpdir = tmpdir
 
     def sim_state(self):
@@ -90,6 +92,11 @@ def build_parser():
     ap.add_argument("--chunking", type=int, metavar="SEED", help="write the output in random pieces of 1-64 bytes "
                                                                "with 0-3 ms between them (seeded), as a host's UART "
                                                                "driver may hand them over")
+    ap.add_argument("--wakeup-rxd", type=int, choices=(0, 1), default=1,
+                    help='BC660K-GL: the factory value of AT+QCFG="wakeupRXD" (0: the UART does not wake a sleeping '
+                         "module; default 1)")
+    ap.add_argument("--psm-shipped", action="store_true",
+                    help='BC660K-GL: the module comes with PSM on (+CPSMS: 1,,,"01000001","00100011", a field capture)')
     ap.add_argument("--sim", default="ready", metavar="ready|absent|pin:PIN", help="SIM card state (default ready)")
     ap.add_argument("--roaming", action="store_true", help="register as roaming (stat 5) instead of home (1)")
     ap.add_argument("--no-nitz", action="store_true", help="the network sends no time: the clock stays at the "

@@ -20,7 +20,7 @@ import base64
 import datetime
 from typing import ClassVar
 
-from .common import CommonCommands
+from .common import CommonCommands, decode_t3324, decode_t3412
 from .core import UTC, AtError, CmeError, Modem, ParamError
 from .faults import FaultError
 from .mqtt_at import MqttCommands
@@ -35,6 +35,9 @@ CME_TEXT = {
 }
 
 CERT_ITEMS = ("cacert", "clientcert", "clientkey")
+# PSM as a module in the field was found (the capture issue 15 quotes: +CPSMS: 1,,,"01000001","00100011",
+# T3412 10 h, T3324 3 min): what --psm-shipped puts in NV
+SHIPPED_PSM = {"mode": 1, "tau": "01000001", "active": "00100011"}
 CERT_MAX = 4096  # bytes per certificate/key; an emulator limit (the notes give none)
 SSL_DEFAULTS = {"seclevel": 0, "sslversion": 4, "dataformat": [0, 0], "timeout": 90, "debug": 0, "dtls": 0,
                 "dtlsversion": 2}
@@ -64,11 +67,12 @@ class Bc660k(MqttCommands, CommonCommands, Modem):
     LATENCY: ClassVar[dict] = {
         "fast": {"boot": 0.15, "reset": 0.3, "boot_urc_gap": 0.05, "reg": 0.3, "pdp": 0.1, "ntp": 0.1,
                  "cops_scan": 0.3, "cmd": 0.0, "cfun": 0.05, "wake": 0.1, "sleep_idle": 2.0,
-                 "prompt_gate": 0.5, "open_idle": 5.0, "data_idle": 60.0, "plus_guard": 1.0, "uart_bps": 115200, "net_timeout": 20.0},
+                 "prompt_gate": 0.5, "open_idle": 5.0, "data_idle": 60.0, "plus_guard": 1.0, "uart_bps": 115200, "net_timeout": 20.0,
+                 "cert_echo": 1, "psm_scale": 1 / 60.0},
         "realistic": {"boot": 6.0, "reset": 9.0, "boot_urc_gap": 0.5, "reg": 15.0, "pdp": 0.5, "ntp": 2.0,
                       "cops_scan": 60.0, "cmd": 0.03, "cfun": 3.0, "wake": 1.8, "sleep_idle": 5.0,
                       "prompt_gate": 0.5, "open_idle": 5.5, "data_idle": 60.0, "plus_guard": 1.0,
-                      "uart_bps": 115200, "net_timeout": 90.0},
+                      "uart_bps": 115200, "net_timeout": 90.0, "cert_echo": 1, "psm_scale": 1.0},
     }
     MQTT_CLIENTS = 5
     MQTT_MAX_PAYLOAD = 1460
@@ -85,6 +89,17 @@ class Bc660k(MqttCommands, CommonCommands, Modem):
         self.ssl_sock = None
         self.nbiotevent = [0, 1]
         self.cgerep = 0
+        # AT+QCFG="wakeupRXD": NV, takes effect at the next boot (kivancsikert/ugly-duckling's BC660K driver:
+        # "saved to NVRAM, but only takes effect after a restart"); the factory value is --wakeup-rxd
+        self.wakeup_rxd = int(self.store.get("wakeuprxd", getattr(self.opts, "wakeup_rxd", 1)))
+        saved = self.store.get("cpsms")
+        if saved is None and getattr(self.opts, "psm_shipped", False):
+            saved = dict(SHIPPED_PSM)
+        if saved is not None:
+            self.psms = dict(saved)
+        self.deep = False  # asleep in deep sleep (PSM with QSCLK=1): the UART is off
+        self.in_psm = False
+        self._psm_timer = None  # (a later() timer: the previous power-on's is void)
 
     def persist_basic(self):
         self.store.set("echo", self.echo)
@@ -225,13 +240,88 @@ class Bc660k(MqttCommands, CommonCommands, Modem):
     def at_QCFG(self, c, r):
         if c.kind == "test":
             r.info('+QCFG: "dsevent",(0,1)')
+            r.info('+QCFG: "wakeupRXD",(0,1)')
             return
-        if c.kind != "write" or c.item(0) != "dsevent":
-            raise CmeError(50)
-        if c.n == 1:
-            r.info('+QCFG: "dsevent",%d' % self.store.get("dsevent", 0))
+        item = c.item(0) if c.kind == "write" else None
+        if item == "dsevent":
+            if c.n == 1:
+                r.info('+QCFG: "dsevent",%d' % self.store.get("dsevent", 0))
+            else:
+                self.store.set("dsevent", c.int(1, 0, 1))
+        elif item == "wakeuprxd":
+            # NV; the query shows what is stored, which takes effect at the next boot (AT+QRST=1)
+            if c.n == 1:
+                r.info('+QCFG: "wakeupRXD",%d' % int(self.store.get("wakeuprxd", self.wakeup_rxd)))
+            else:
+                self.store.set("wakeuprxd", c.int(1, 0, 1))
         else:
-            self.store.set("dsevent", c.int(1, 0, 1))
+            raise CmeError(50)
+
+    # ---- PSM (BC660K-GL Hardware Design 3.4: the modem enters PSM when T3324 expires; deep sleep only in
+    # PSM; wake by PSM_EINT, by T3412, or -- when wakeupRXD is on -- by a falling edge on MAIN_RXD) ----
+    def at_CPSMS(self, c, r):
+        super().at_CPSMS(c, r)
+        if c.kind == "write":
+            self.store.set("cpsms", dict(self.psms))  # NV (inferred: the capture's module had it after a restart)
+            self._arm_psm()
+
+    def _arm_psm(self):
+        if self._psm_timer is not None:
+            self.cancel_later(self._psm_timer)
+            self._psm_timer = None
+        if self.psms["mode"] != 1 or self.in_psm or self.power != "on" or not self.registered():
+            return
+        act = decode_t3324(self.psms["active"])
+        if act is None:
+            return
+        self._psm_timer = self.later(max(0.05, act * self.lat["psm_scale"]), self._enter_psm)  # volatile
+
+    def _enter_psm(self):
+        self._psm_timer = None
+        if self.power != "on" or self.in_psm:
+            return
+        self.in_psm = True
+        self.counters["psm_entries"] += 1
+        self.tr.event("T3324 expired: PSM")
+        if self.nbiotevent[0]:
+            self.urc('+QNBIOTEVENT: "ENTER PSM"')
+        # inferred: the broker drops a session whose keep-alive goes unanswered in PSM; collapsed to PSM entry
+        for idx, cl in enumerate(self.mqtt):
+            if cl.state != "closed":
+                self.mqtt_close_with(idx, 1)
+        self.close_network()
+        if self.sclk == 1 and self.data_mode is None:
+            self.asleep = True  # deep sleep: only PSM_EINT, T3412 or (wakeupRXD 1) the UART wakes it
+            self.deep = True
+            self.counters["sleeps"] += 1
+            self.fire("sleep")
+        tau = decode_t3412(self.psms["tau"])
+        if tau:
+            self.later(tau * self.lat["psm_scale"], self._leave_psm, "T3412")  # (later(): cancelled at power-off)
+
+    def _leave_psm(self, why):
+        if not self.in_psm or self.power != "on":
+            return
+        self.in_psm = False
+        self.deep = False
+        self.asleep = False
+        self.tr.event("PSM left (%s)" % why)
+        if self.nbiotevent[0]:
+            self.urc('+QNBIOTEVENT: "EXIT PSM"')
+        self._arm_psm()
+        self._rearm_sleep()
+
+    def fire(self, event):
+        super().fire(event)
+        if event in ("mqtt_connected", "mqtt_published", "mqtt_received", "ssl_opened", "registered"):
+            self._arm_psm()  # network activity: T3324 starts again after it
+
+    def uart_wake_allowed(self):
+        return bool(self.wakeup_rxd)
+
+    def on_uart_wake(self):
+        if self.in_psm:
+            self._leave_psm("UART")  # inferred: the host talks because it has something to send
 
     # ---- SSL configuration ----
     def _ssl_ids(self, c):
@@ -299,6 +389,11 @@ class Bc660k(MqttCommands, CommonCommands, Modem):
         await self.prompt(r, label="QSSLCFG " + item)
         data, how = await self.read_data("QSSLCFG " + item, ctrlz=True, idle=self.lat["data_idle"],
                                          log="all" if item == "clientkey" else "unit")
+        if self.lat["cert_echo"] and data:
+            # the module shows what it was given after ">" whatever ATE says (BC660K-GL&BC950K-GL MQTT
+            # Application Note V1.2, 6.2); a private key's echo is redacted in the transcript
+            self.emit(data, [b"<echo of the %s: %d bytes, redacted>" % (item.encode(), len(data))]
+                      if item == "clientkey" else None)
         if how == "esc":
             return  # cancelled: nothing stored, the old one stays
         if how in ("timeout", "overflow"):
@@ -569,6 +664,11 @@ class Bc660k(MqttCommands, CommonCommands, Modem):
                 self.proc = None
             self.power = "psm"
             self.tr.event("power: PSM")
+        elif name == "wake" and self.power == "on" and (self.asleep or self.in_psm):
+            self.asleep = False  # PSM_EINT: wakes it from any sleep
+            self.deep = False
+            self._leave_psm("PSM_EINT")
+            self._rearm_sleep()
         elif name == "wake":
             if self.power == "psm":
                 self.power = "on"
@@ -592,4 +692,6 @@ class Bc660k(MqttCommands, CommonCommands, Modem):
                                                               "host": self.ssl_sock["host"],
                                                               "port": self.ssl_sock["port"]}
         s["sclk"] = self.sclk
+        s["wakeup_rxd"] = {"effective": self.wakeup_rxd, "stored": int(self.store.get("wakeuprxd", self.wakeup_rxd))}
+        s["psm"] = {"cpsms": dict(self.psms), "in_psm": self.in_psm, "deep_sleep": self.deep}
         return s

@@ -593,6 +593,12 @@ class Modem:
     def close_network(self):
         pass
 
+    def uart_wake_allowed(self):
+        return True  # a sleeping module wakes on the UART's first byte (BC660K-GL: only with wakeupRXD 1)
+
+    def on_uart_wake(self):
+        pass
+
     # ---- RX intake ----
     def _on_readable(self):
         data = self.link.read()
@@ -606,7 +612,12 @@ class Modem:
             self.rx_last_t = now
             return
         i = 0
+        if self.asleep and not self.uart_wake_allowed():
+            self._drop(now, data, "module asleep; the UART does not wake it (wakeupRXD 0)")
+            self.rx_last_t = now
+            return
         if self.asleep:
+            self.on_uart_wake()
             self.asleep = False
             self.awake_at = now + self.lat["wake"]
             self._drop(now, data[:1], "module asleep (this byte woke it)")
