@@ -38,6 +38,7 @@ _LOG = re.compile(r"^(\d{6,}(?:\.\d+)?) (DEBUG|INFO|WARN|ERROR) (.*)$")
 _MON = re.compile(r"^(\d\d):(\d\d):(\d\d)[.,](\d{3}) -> ?(.*)$")
 _ARROW = re.compile(r"^(?:\[?(\d+(?:\.\d+)?)\]?\s+)?([<>])\s?(.*)$")
 _LIBNOTE = re.compile(r"\[\d+\] ###.*$")  # a host library's own debug print after a module line (TinyGSM)
+RESTART = "@host restarted"  # a note parse() inserts where a firmware transcript's clock starts again
 
 
 class Line:
@@ -107,6 +108,7 @@ def parse(text):
     out = []
     t0 = None
     last_t = 0
+    offset = 0
     for ln in raw:
         if not ln.strip() or ln.startswith("```"):
             continue
@@ -139,7 +141,12 @@ def parse(text):
             m = _FW.match(ln)
             if not m:
                 continue
-            t, d, rest = int(m.group(1)), m.group(2), _unescape(m.group(3))
+            t, d, rest = int(m.group(1)) + offset, m.group(2), _unescape(m.group(3))
+            if t < last_t - 500:  # the times start again: the firmware (the MCU) was started again
+                offset = last_t + 1
+                t = int(m.group(1)) + offset
+                out.append(Line(t, NOTE, RESTART))
+            last_t = t
             if d == "#":
                 out.append(Line(t, NOTE, rest))
             elif d == ">":
@@ -290,6 +297,7 @@ class Analysis:
         self.after_fail_open = None  # t of a failed QMTOPEN -1 (the firmware's TLS diagnosis follows)
         self.received = 0
         self.last_cat = None
+        self.restarts = 0
         self.secrets_seen = False
         for ln in lines:
             if ln.dir == TX:
@@ -340,7 +348,8 @@ class Analysis:
             return  # an echo shown twice (a host library printing what it sends, then the module's echo)
         cat = category(cmd)
         u = cmd.upper()
-        if u.endswith("=?") or cat == "close":
+        if u.endswith("=?") or cat == "close" or u.startswith("AT+QIGETERROR") or (
+                cat in ("open", "CONNECT") and u.endswith("?")):
             self.pending = (cmd, ln.t, "probe")  # a test form (capability probe) or a close: no step of its own
             return
         if self.after_fail_open is not None and ln.t - self.after_fail_open < 15000 and \
@@ -521,10 +530,13 @@ class Analysis:
         if text.startswith("+QMTCONN:"):
             f = _ints(text.split(":", 1)[1])
             if len(f) >= 2 and isinstance(f[1], int) and len(text.split(",")) >= 2:
-                s = self.cur.get("CONNECT") or self.step("CONNECT", t)
-                if len(f) == 2 and pend and not pend[0].upper().startswith("AT+QMTCONN="):
-                    s.add("client state %s" % f[1])
+                if pend and pend[0].upper().startswith("AT+QMTCONN?"):
+                    state = {1: "initialising", 2: "connecting", 3: "connected", 4: "disconnecting"}.get(f[1], "?")
+                    self.notes.append((t, "the module's MQTT client %s is %s (state %s)%s" % (
+                        f[0], state, f[1], ": a session left from before the host's restart, closed and opened "
+                                           "again" if f[1] == 3 and self.restarts else "")))
                     return
+                s = self.cur.get("CONNECT") or self.step("CONNECT", t)
                 ret = f[2] if len(f) > 2 else None
                 if f[1] == 0 and (ret in (0, None)):
                     s.done(t, OK, "CONNACK 0: session accepted%s" % (
@@ -613,9 +625,14 @@ class Analysis:
                   "(after Ctrl-Z, or before the prompt), so it was not stored")
             return
         if text.startswith("+QIGETERROR:"):
-            s = self.cur.get(self.pending[2] if self.pending else "open")
-            if s is not None:
-                s.add(text)
+            f = _ints(text.split(":", 1)[1])
+            failed = [x for x in self.steps if x.status == FAIL]
+            words = codes.cme(f[0]) if f and isinstance(f[0], int) else text
+            if failed:
+                failed[-1].add("+QIGETERROR %s: %s" % (f[0] if f else "?", words))
+                if f and f[0] in (561, 570, 573) and failed[-1].name == "PDP":
+                    failed[-1].detail = [d for d in failed[-1].detail if "already active" not in d] or \
+                        failed[-1].detail
             return
 
     def _reg(self, text, t):
@@ -754,6 +771,14 @@ class Analysis:
 
     def _note(self, ln):
         text = ln.text
+        if text == RESTART:
+            self.restarts += 1
+            self.loss(ln.t, "the host (MCU) started again: a power cut or a reset of the board (the transcript's "
+                            "clock starts again here)", "host_restart")
+            self.cur.clear()
+            self.pending = None
+            self.step("power-up", ln.t)
+            return
         if "failed" in text or "lost" in text or "dropped" in text:
             self.notes.append((ln.t, text))
 
