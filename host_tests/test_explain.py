@@ -102,6 +102,44 @@ def test_reject_cause_of_a_denied_registration_in_27007_form(tmp_path):
     assert not any("AT+CEER" in c for c in checks)  # the cause is known: no need to ask for it
 
 
+def test_reject_cause_reported_by_the_emulated_bc660k(start_modemsim, tmp_path):
+    """The emulator's registration_lost fault with a cause: +CEREG=3 (3GPP TS 27.007 10.1.22) carries the EMM
+    reject cause; the emulator's own transcript is read and the cause named."""
+    from fixtures_modemsim import AtPort
+
+    tr = tmp_path / "modem-transcript.txt"
+    sim = start_modemsim("bc660k", transcript=str(tr), faults=[
+        {"when": {"event": "registered"}, "do": {"action": "registration_lost", "stat": 3, "recover_s": -1,
+                                                  "cause": 11}}])
+    p = AtPort(sim.info["port"])
+    try:
+        p.wait_boot()
+        assert b"OK" in p.cmd("AT+QSCLK=0")
+        assert b"OK" in p.cmd("AT+CEREG=3")
+        deadline = time.monotonic() + 10
+        while b"+CEREG: 3,3,,,,0,11" not in p.cmd("AT+CEREG?"):
+            assert time.monotonic() < deadline, "no denied registration"
+            time.sleep(0.2)
+    finally:
+        p.close()
+    time.sleep(0.2)
+    a = explain.analyse(tr)
+    assert a.kind == "emulator transcript"
+    reg = [s for s in steps(a, "registration") if s.status == explain.FAIL][-1]
+    assert reg.info["cause"] == 11
+    head, _ = a.diagnosis()
+    assert "reject cause 11, PLMN not allowed" in head
+
+
+def test_the_emulators_transcript_of_a_good_run_reads_like_the_firmwares(runs):
+    tr = runs["good"][0]
+    sim = next(tr.parent.glob("modem-transcript-*.txt"))
+    a, b = explain.analyse(tr), explain.analyse(sim)
+    assert b.kind == "emulator transcript" and b.diagnosis() is None
+    ok = lambda x: [s.name for s in x.steps if s.status == explain.OK and s.name != "publishes"]  # noqa: E731
+    assert ok(a)[:9] == ok(b)[:9], (ok(a), ok(b))
+
+
 def test_unknown_input_says_so(tmp_path):
     f = tmp_path / "x.txt"
     f.write_text("# nothing here\n")

@@ -879,7 +879,13 @@ class Analysis:
             if self.losses and conn_ok:
                 return None
             return None
-        s = min(unresolved, key=lambda x: (order.get(x.name, 99), x.start))
+        # the earliest step of the chain that failed for good; of its attempts the last (it knows the most)
+        first = min(order.get(x.name, 99) for x in unresolved)
+        s = max((x for x in unresolved if order.get(x.name, 99) == first), key=lambda x: x.start)
+        if s.name == "registration" and "cause" not in s.info:
+            known = [x.info["cause"] for x in unresolved if x.name == "registration" and "cause" in x.info]
+            if known:
+                s.info["cause"] = known[-1]
         kind = s.kind or "cme"
         diag = [x for x in self.steps if x.name == "TLS diagnosis" and x.status in (OK, FAIL)]
         if kind == "open_failed" and diag:
