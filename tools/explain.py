@@ -245,6 +245,8 @@ class Step:
 
     @property
     def label(self):
+        if self.status == LOSS and self.detail:
+            return "loss: " + self.detail[0].split(":")[0][:34]
         return self.name + (" (attempt %d)" % self.attempt if self.attempt > 1 else "")
 
     def add(self, text):
@@ -1083,7 +1085,7 @@ def _svg(a):
         return ""
     t0 = min(s.start for s in steps)
     span = max(max(s.end for s in steps) - t0, 1)
-    width, left, row = 900, 190, 18
+    width, left, row = 900, 230, 18
     h = row * len(steps) + 30
     scale = (width - left - 20) / span
     out = ["<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" role=\"img\">" % (width, h)]
@@ -1096,8 +1098,14 @@ def _svg(a):
                    "</rect>" % (x, y, w, row - 4, _COLOURS.get(s.status, "#999"),
                                 html.escape("%s: %s, %s" % (s.label, s.status, _fmt_s(s.end - s.start)))))
     out.append("<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#444\"/>" % (left, h - 18, width - 20, h - 18))
-    out.append("<text x=\"%d\" y=\"%d\">0 s</text><text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>" % (
-        left, h - 4, width - 20, h - 4, _fmt_s(span)))
+    step = next((x for x in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+                 if span / 1000.0 / x <= 10), 7200)
+    k = 0
+    while k * step * 1000 <= span:
+        x = left + k * step * 1000 * scale
+        out.append("<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#444\"/><text x=\"%.1f\" y=\"%d\" "
+                   "text-anchor=\"middle\">%g s</text>" % (x, h - 18, x, h - 14, x, h - 4, k * step))
+        k += 1
     out.append("</svg>")
     return "".join(out)
 
