@@ -66,7 +66,7 @@ def test_t2_bg95_tls_failure_is_an_open_failure_with_the_uploads_and_the_insecur
 def test_t4_codes_in_words():
     rc, out = run(DATA / "t4_bg770a_bench.txt")
     assert "+CME ERROR: 515: busy" in out
-    assert 'AT+CPIN="0000" -> +CME ERROR: 3: operation not allowed' in out and "no PIN was pending" in out
+    assert 'AT+CPIN="***" -> +CME ERROR: 3: operation not allowed' in out and '"0000"' not in out and "no PIN was pending" in out
     assert "ATBOGUS -> ERROR: refused: an unknown command" in out
     assert rc == 0 and "no unresolved failure" in out  # a bench poking at commands: nothing failed that mattered
 
@@ -138,6 +138,22 @@ def test_the_emulators_transcript_of_a_good_run_reads_like_the_firmwares(runs):
     assert b.kind == "emulator transcript" and b.diagnosis() is None
     ok = lambda x: [s.name for s in x.steps if s.status == explain.OK and s.name != "publishes"]  # noqa: E731
     assert ok(a)[:9] == ok(b)[:9], (ok(a), ok(b))
+
+
+def test_secrets_in_a_capture_never_reach_the_output(tmp_path):
+    # a capture from a real module holds the credentials in clear (the firmware's own transcripts redact them)
+    f = tmp_path / "capture.txt"
+    f.write_text('AT+CPIN="8642"\n+CME ERROR: 16\nAT+QICSGP=1,1,"apn","user","apn-Pass-77",1\nERROR\n'
+                 'AT+QMTOPEN=0,"broker.example",8883\nOK\n+QMTOPEN: 0,0\n'
+                 'AT+QMTCONN=0,"dev-1","dev-1","Mqtt-Pass-99"\nAT+QMTCONN=0,"dev-1","dev-1","Mqtt-Pass-99"\n'
+                 '+CME ERROR: 8503\n')
+    page = tmp_path / "page.html"
+    rc, out = run(f, "--html", page)
+    text = out + page.read_text()
+    for secret in ("8642", "apn-Pass-77", "Mqtt-Pass-99"):
+        assert secret not in text, secret
+    assert '+CME ERROR: 16: incorrect password (PIN)' in out and "AT+CPIN=\"***\"" in out
+    assert "+CME ERROR: 8503: MQTT: link layer error" in out and '"dev-1","***"' in out
 
 
 def test_unknown_input_says_so(tmp_path):

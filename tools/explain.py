@@ -41,11 +41,35 @@ _LIBNOTE = re.compile(r"\[\d+\] ###.*$")  # a host library's own debug print aft
 RESTART = "@host restarted"  # a note parse() inserts where a firmware transcript's clock starts again
 
 
+# commands that carry a secret, and which of their quoted fields it is (0-based among the quoted strings): a
+# capture from a real module may hold them in clear; nothing this tool prints shows them
+_SECRET_FIELDS = (("AT+QMTCONN=", (2,)), ("AT+QICSGP=", (2,)), ("AT+CPIN=", (0,)), ('AT+QMTCFG="ALIAUTH"', (3,)),
+                  ("AT+CGAUTH=", (1,)))
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def redact(cmd):
+    """The command line with its secret fields (MQTT password, APN password, PIN, device secret) as ***."""
+    u = cmd.upper()
+    for prefix, fields in _SECRET_FIELDS:
+        if u.startswith(prefix):
+            if prefix == "AT+CPIN=" and '"' not in cmd:
+                return "AT+CPIN=***"
+            parts = _QUOTED.split(cmd)
+            quoted = _QUOTED.findall(cmd)
+            out = parts[0]
+            for i, q in enumerate(quoted):
+                out += ('"***"' if i in fields and q != '""' else q) + parts[i + 1]
+            return out
+    return cmd
+
+
 class Line:
     __slots__ = ("t", "dir", "text", "level")
 
     def __init__(self, t, d, text, level=None):
-        self.t, self.dir, self.text, self.level = t, d, text, level
+        self.t, self.dir, self.level = t, d, level
+        self.text = redact(text) if d == TX or text[:2].upper() == "AT" else text  # an echo is a command too
 
 
 def _unescape(s):
