@@ -5,9 +5,33 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv test demo bench soak lint clean run
+.PHONY: all help venv test demo bench soak lint clean run
 
-all: test
+# plain `make` prints the targets and variables (make test runs the suite)
+all: help
+
+help:
+	@echo "cellmqtt: make TARGET [VARIABLE=value ...]"
+	@echo ""
+	@echo "Targets:"
+	@echo "  help    this list (also plain 'make')"
+	@echo "  venv    build .venv from the pinned requirements.txt (every other target does it first)"
+	@echo "  test    the test suite, 4 workers (PYTEST_ARGS=... passes options to pytest)"
+	@echo "  demo    the narrated demo: firmware -> emulated modem -> TLS -> cloud twin"
+	@echo "  run     the firmware on this PC against a real modem or the emulator (CONFIG= required)"
+	@echo "  bench   the benchmarks (build/bench.json, build/bench.md)"
+	@echo "  soak    the chaos soak: random faults of every class, then zero lost, tasks alive, heap flat"
+	@echo "  lint    ruff over lib, firmware, boards, tools, host_tests"
+	@echo "  clean   remove .venv, build/ and pytest's cache"
+	@echo ""
+	@echo "Variables (default):"
+	@echo "  demo:  CLOUD=huawei|huawei-binary|iotda|enos|enos-dynamic|mqtt ($(CLOUD))"
+	@echo "         MODEM=bg96|bg95|bc660k ($(MODEM))  TRANSPORT=native|socket ($(TRANSPORT))"
+	@echo "         SCENARIO=basic|outage ($(SCENARIO))  DEMO_ARGS=--forever|--fresh|... ($(DEMO_ARGS))"
+	@echo "  run:   CONFIG=path/config.json  PORT=/dev/ttyUSB2  SECRETS=file  TRANSCRIPT=file  HEAPSIZE=512k"
+	@echo "  test:  PYTEST_ARGS=... ($(PYTEST_ARGS))"
+	@echo "  soak:  MODEM=bg96|bc660k|bg95 (default both)  MINUTES=$(MINUTES)  SEED=$(SEED)  SOAK_ARGS=..."
+	@echo "  setup: PYTHON=$(PYTHON)  VENV=$(VENV)"
 
 venv: $(STAMP)
 
@@ -22,10 +46,11 @@ test: $(STAMP)
 CLOUD ?= huawei
 MODEM ?= bg96
 TRANSPORT ?= native
+SCENARIO ?= basic
 DEMO_ARGS ?=
 
 demo: $(STAMP)
-	$(PY) -m tools.demo --cloud $(CLOUD) --modem $(MODEM) --transport $(TRANSPORT) $(DEMO_ARGS)
+	$(PY) -m tools.demo --cloud $(CLOUD) --modem $(MODEM) --transport $(TRANSPORT) --scenario $(SCENARIO) $(DEMO_ARGS)
 
 # make run CONFIG=path/to/config.json [PORT=/dev/ttyUSB2] [SECRETS=file] [TRANSCRIPT=file] [HEAPSIZE=512k]
 # The device firmware on the unix port against a real USB modem or the emulator's pty (PORT overrides

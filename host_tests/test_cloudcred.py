@@ -107,12 +107,41 @@ def test_help(cred):
         assert p.returncode == 0 and "usage:" in p.stdout and "cloudcred.py huawei" in p.stdout, args
 
 
+def test_now_is_the_current_hour_and_milliseconds(cred):
+    import time
+
+    before = int(time.time() * 1000)
+    out = ok_json(cred(["enos", "--device-key", "test", "--product-key", "654321", "--secret", "abcdefg", "--now"]))
+    after = int(time.time() * 1000)
+    ts = int(out["client_id"].split("timestamp=")[1].rstrip("|"))
+    assert before - 1000 <= ts <= after + 1000 and len(str(ts)) == 13  # milliseconds, now
+    # the password is the one of that timestamp (same as giving it explicitly)
+    again = ok_json(cred(["enos", "--device-key", "test", "--product-key", "654321", "--secret", "abcdefg",
+                          "--timestamp", str(ts)]))
+    assert again == out
+    hours = {time.strftime("%Y%m%d%H", time.gmtime(t)) for t in (before // 1000 - 2, after // 1000 + 2)}
+    out = ok_json(cred(HUAWEI + ["--now"]))
+    assert out["client_id"].rsplit("_", 1)[1] in hours  # the UTC hour (not local time)
+
+
+def test_enos_client_id_defaults_to_the_device_key(cred):
+    out = ok_json(cred(["enos", "--device-key", "test", "--product-key", "654321", "--secret", "abcdefg",
+                        "--timestamp", "1548753362502"]))
+    assert out["client_id"] == "test|securemode=2,signmethod=sha256,timestamp=1548753362502|"
+    explicit = ok_json(cred(["enos", "--client-id", "test", "--device-key", "test", "--product-key", "654321",
+                             "--secret", "abcdefg", "--timestamp", "1548753362502"]))
+    assert explicit == out
+    other = ok_json(cred(["enos"] + E1 + ["--secret", "abcdefg"]))
+    assert other["password"] == E1_SHA256 and other["password"] != out["password"]
+
+
 HUAWEI = ["huawei", "--id", H_ID, "--secret", "123456789"]
 USAGE_ERRORS = [
     ([], "missing subcommand"),
     (["aws"], "unknown subcommand"),
     (["huawei"], "missing --id"),
-    (HUAWEI, "exactly one of --time and --hour"),
+    (HUAWEI, "exactly one of --time, --hour and --now"),
+    (HUAWEI + ["--now", "--hour", "2999010100"], "exactly one"),
     (HUAWEI + ["--hour", "2999010100", "--time", "2023-11-14T22:13:20Z"], "exactly one"),
     (HUAWEI + ["--hour", "2999010100", "--sig", "2"], "--sig must be one of 0|1"),
     (HUAWEI + ["--hour", "2999010100", "--id-type", "1"], "--id-type must be one of 0|2"),
@@ -132,14 +161,18 @@ USAGE_ERRORS = [
     (HUAWEI + ["--hour", "2999010100", "extra"], "unexpected argument"),
     (HUAWEI + ["--hour", "2999010100", "--id", "again"], "given twice"),
     (["huawei", "--id", H_ID, "--secret", "", "--hour", "2999010100"], "--secret is empty"),
-    (["enos"] + E1[:-2] + ["--secret", "s"], "missing --timestamp"),
+    (["enos"] + E1[:-2] + ["--secret", "s"], "exactly one of --timestamp and --now"),
+    (["enos"] + E1 + ["--secret", "s", "--now"], "exactly one of --timestamp and --now"),
+    (["enos"] + E1[:-1] + ["1548753362", "--secret", "s"], "--timestamp 1548753362 is in seconds"),
+    (["enos"] + E1[:-1] + ["1548753362", "--secret", "s"], "e.g. 1548753362000"),
     (["enos"] + E1[:-1] + ["12x", "--secret", "s"], "--timestamp is not a number"),
     (["enos"] + E1[:-1] + ["-5", "--secret", "s"], "--timestamp"),
     (["enos"] + E1 + ["--secret", "s", "--securemode", "4"], "--securemode must be one of 2|3"),
     (["enos"] + E1 + ["--secret", "s", "--signmethod", "md5"], "--signmethod"),
     (["enos"] + E1 + ["--secret", "s", "--signmethod", "hmacsha1"], "--signmethod"),
     (["enos"] + E1 + ["--secret", "s", "--lower=1"], "--lower takes no value"),
-    (["enos", "--client-id", "a|b", "--device-key", "d", "--product-key", "p", "--timestamp", "1", "--secret", "s"],
+    (["enos", "--client-id", "a|b", "--device-key", "d", "--product-key", "p", "--timestamp", "1548753362502",
+      "--secret", "s"],
      "client_id"),
     (["enos"] + E1 + ["--secret", "s", "--sig", "1"], "unknown option --sig"),
 ]

@@ -2,14 +2,14 @@
 # one JSON object, replacing the web HMAC generator seed 000 points people to. A thin wrapper over the device's
 # own lib/cellmqtt code; runs unchanged under `python3` and `micropython`, from any working directory.
 #
-#   cloudcred.py huawei --id ID --secret S (--time ISO8601 | --hour YYYYMMDDHH) [--sig 0|1] [--id-type 0|2]
-#   cloudcred.py enos --client-id C --device-key D --product-key P --secret S --timestamp MS
+#   cloudcred.py huawei --id ID --secret S (--time ISO8601 | --hour YYYYMMDDHH | --now) [--sig 0|1] [--id-type 0|2]
+#   cloudcred.py enos [--client-id C] --device-key D --product-key P --secret S (--timestamp MS | --now)
 #                     [--securemode 2|3] [--signmethod sha256|sha1] [--lower]
 import sys
 
 USAGE = """usage:
-  cloudcred.py huawei --id ID --secret S (--time ISO8601 | --hour YYYYMMDDHH) [--sig 0|1] [--id-type 0|2]
-  cloudcred.py enos --client-id C --device-key D --product-key P --secret S --timestamp MS
+  cloudcred.py huawei --id ID --secret S (--time ISO8601 | --hour YYYYMMDDHH | --now) [--sig 0|1] [--id-type 0|2]
+  cloudcred.py enos [--client-id C] --device-key D --product-key P --secret S (--timestamp MS | --now)
                     [--securemode 2|3] [--signmethod sha256|sha1] [--lower]
 
 Prints {"client_id": ..., "username": ..., "password": ...}.
@@ -17,14 +17,16 @@ Prints {"client_id": ..., "username": ..., "password": ...}.
   --hour      the UTC hour YYYYMMDDHH as it appears in the client id
   --sig       0: platform does not check the hour (default); 1: it does
   --id-type   0: platform device id (default); 2: node id (legacy)
-  --timestamp Unix milliseconds, as put in the client id
+  --now       this computer's clock: the current UTC hour (huawei), the current Unix milliseconds (enos)
+  --client-id the text before the first | of the EnOS client id (default: the device key, as the firmware)
+  --timestamp Unix milliseconds (13 digits), as put in the client id; a value in seconds is refused
   --secret -  reads the secret from the first line of standard input (keeps it out of shell history)
 Exit status: 0 ok, 1 the hash is not available in this interpreter, 2 usage error."""
 
 _OPTIONS = {
-    "huawei": (("--id", "--secret", "--time", "--hour", "--sig", "--id-type"), ()),
+    "huawei": (("--id", "--secret", "--time", "--hour", "--sig", "--id-type"), ("--now",)),
     "enos": (("--client-id", "--device-key", "--product-key", "--secret", "--timestamp", "--securemode",
-              "--signmethod"), ("--lower",)),
+              "--signmethod"), ("--lower", "--now")),
 }
 
 
@@ -162,27 +164,49 @@ def parse_iso8601(s):
     return t
 
 
+_MS_MIN = 100000000000  # 1973-03-03 in ms; 5138 AD in seconds: anything smaller was given in seconds
+
+
+def _now_ms():
+    import time
+
+    ns = getattr(time, "time_ns", None)  # CPython and MicroPython both have it; fall back to seconds
+    return ns() // 1000000 if ns else int(time.time()) * 1000
+
+
 def huawei_fields(opts):
     from cellmqtt import huawei
     from cellmqtt.cloudsign import utc_hour
 
     _need(opts, "--id", "--secret")
-    if ("--time" in opts) == ("--hour" in opts):
-        raise Usage("give exactly one of --time and --hour")
+    if sum(k in opts for k in ("--time", "--hour", "--now")) != 1:
+        raise Usage("give exactly one of --time, --hour and --now")
     sig = int(_choice(opts, "--sig", "0", ("0", "1")))
     id_type = int(_choice(opts, "--id-type", "0", ("0", "2")))
-    hour = opts["--hour"] if "--hour" in opts else utc_hour(parse_iso8601(opts["--time"]))
+    if "--now" in opts:
+        hour = utc_hour(_now_ms() // 1000)
+    else:
+        hour = opts["--hour"] if "--hour" in opts else utc_hour(parse_iso8601(opts["--time"]))
     return huawei.credentials(opts["--id"], _secret(opts), hour, sig, id_type)
 
 
 def enos_fields(opts):
     from cellmqtt import enos
 
-    _need(opts, "--client-id", "--device-key", "--product-key", "--secret", "--timestamp")
+    _need(opts, "--device-key", "--product-key", "--secret")
+    if ("--timestamp" in opts) == ("--now" in opts):
+        raise Usage("give exactly one of --timestamp and --now")
     securemode = int(_choice(opts, "--securemode", "2", ("2", "3")))
     method = _choice(opts, "--signmethod", "sha256", enos.SIGN_METHODS)
-    ts = _num(opts["--timestamp"], "--timestamp")
-    return enos.credentials(opts["--client-id"], opts["--device-key"], opts["--product-key"], ts, _secret(opts),
+    if "--now" in opts:
+        ts = _now_ms()
+    else:
+        ts = _num(opts["--timestamp"], "--timestamp")
+        if ts < _MS_MIN:
+            raise Usage("--timestamp %d is in seconds (or before 1973): EnOS wants Unix milliseconds, "
+                        "13 digits (e.g. %d)" % (ts, ts * 1000))
+    cid = opts.get("--client-id", opts["--device-key"])  # the firmware's default (cloud.enos.client_id)
+    return enos.credentials(cid, opts["--device-key"], opts["--product-key"], ts, _secret(opts),
                             securemode, method, not opts.get("--lower", False))
 
 

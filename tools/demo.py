@@ -1,7 +1,7 @@
 """`make demo`: the whole mission on one machine, narrated in plain words.
 
     python -m tools.demo [--cloud huawei|huawei-binary|iotda|enos|enos-dynamic|mqtt] [--modem bg96|bg95|bc660k]
-                         [--transport native|socket]
+                         [--transport native|socket] [--scenario basic|outage]
                          [--forever] [--fresh] [--workdir build/demo]
 
 The firmware (firmware/main.py on the MicroPython unix port) talks over a pty to the modem emulator, whose
@@ -10,6 +10,11 @@ and the emulator, prepares the device's flash (config, secrets, certificates), r
 what happens: registration, certificate upload (skipped on the next run: the emulated module keeps its files
 in --workdir), the TLS connection, telemetry arriving at the cloud, a command sent down and its reply. It
 exits 0 after that short scenario, or keeps running with --forever (Ctrl-C stops it).
+
+--scenario outage instead takes the device through a network loss, a modem crash and a power cut of the MCU
+(the firmware process killed and started again), telling the outbox depth on the way, and exits 0 only when
+every sample reached the cloud (none lost, each stored once). Every run ends by naming the AT transcript and
+the firmware log it wrote, and the `python -m tools.explain` command that turns them into a timeline.
 """
 
 import argparse
@@ -126,12 +131,27 @@ def _say(msg):
     print("  " + msg, flush=True)
 
 
-def narrate(line, modem_name):
-    """Turn one firmware log line into plain words (or None for lines that need none)."""
+def narrate(line, modem_name, ctx=None):
+    """Turn one firmware log line into plain words (or None for lines that need none). ``ctx``: a dict the
+    narration keeps its state in across lines (whether the device was online yet)."""
     parts = line.split(" ", 2)
     if len(parts) < 3:
         return None
+    ctx = {} if ctx is None else ctx
     level, msg = parts[1], parts[2]
+    if msg.startswith("modem event reset ") and msg != "modem event reset 1":
+        ctx["reset"] = True  # the module restarted after the power-up's first reset event
+        return None
+    if msg.startswith("the modem restarted"):
+        if not ctx.get("online") and modem_name == "BC660K-GL" and ctx.pop("reset", False):
+            return ("The BC660K-GL reads its APN (AT+QCGDEFCONT, kept in its NV memory) only at start-up: the "
+                    "firmware stored the configured APN and restarted the module once, on purpose. It comes back "
+                    "with the new APN; later boots find it set and skip this.")
+        ctx.pop("reset", None)
+        return ("The modem restarted (RDY without being asked): every session inside it is gone, so the firmware "
+                "starts over from power-up; unsent samples wait in the outbox.")
+    if msg == "running":
+        ctx["online"] = True
     if msg.startswith("modem ready"):
         return "The %s modem answers on its UART; echo off, error codes on." % modem_name
     if msg.startswith("registered on the network"):
@@ -170,11 +190,14 @@ class Tail(threading.Thread):
         self.modem_name = modem_name
         self.stop_ = False
         self.seen = []
+        self.ctx = {}
 
     def run(self):
         pos = 0
         while not self.stop_:
             try:
+                if os.path.getsize(self.path) < pos:
+                    pos = 0  # the firmware was started again: a new log
                 with open(self.path, errors="replace") as f:
                     f.seek(pos)
                     chunk = f.read()
@@ -183,7 +206,7 @@ class Tail(threading.Thread):
                 chunk = ""
             for line in chunk.splitlines():
                 self.seen.append(line)
-                text = narrate(line, self.modem_name)
+                text = narrate(line, self.modem_name, self.ctx)
                 if text:
                     _say(text)
             time.sleep(0.1)
@@ -267,14 +290,18 @@ class Rig:
         s.close()
         return json.loads(buf)
 
-    def start_firmware(self, heapsize=None, mpy_dir=None, args=(), main=None, micropython=None, micropypath=None):
+    def start_firmware(self, heapsize=None, mpy_dir=None, args=(), main=None, micropython=None, micropypath=None,
+                       append_log=False):
+        """Start firmware/main.py in the device's flash folder; its console output goes to ``self.fwlog`` (started
+        afresh, or continued with ``append_log``: the same device booting again)."""
         # micropython: another unix-port binary (e.g. tools/frozen_unix.py's, the firmware frozen into it) and
         # micropypath: its MICROPYPATH (".frozen" for that one); by default .venv's micropython on the sources
         path = micropypath or (MICROPYPATH if mpy_dir is None else ".frozen:" + str(mpy_dir))
         cmd = [micropython or MICROPYTHON] + (["-X", "heapsize=" + heapsize] if heapsize else [])
         cmd += [str(main or ROOT / "firmware" / "main.py"), "--port", str(self.port)] + list(args)
         self.fwlog = self.logs / ("firmware-%s.log" % self.tag)
-        self.fwlog.write_text("")
+        if not append_log:
+            self.fwlog.write_text("")
         self._out = open(self.fwlog, "ab")
         self.fw = subprocess.Popen(cmd, cwd=str(self.flash), env=dict(os.environ, MICROPYPATH=path), stdout=self._out,
                                    stderr=subprocess.STDOUT)
@@ -355,6 +382,8 @@ def main(argv=None):
     ap.add_argument("--cloud", choices=tuple(VARIANTS), default="huawei")
     ap.add_argument("--modem", choices=("bg96", "bg95", "bc660k"), default="bg96")
     ap.add_argument("--transport", choices=("native", "socket"), default="native")
+    ap.add_argument("--scenario", choices=("basic", "outage"), default="basic",
+                    help="basic: commands and telemetry; outage: network loss, modem crash, MCU power cut")
     ap.add_argument("--forever", action="store_true", help="keep running after the scenario (Ctrl-C stops)")
     ap.add_argument("--fresh", action="store_true", help="forget the certificates, the module's flash and the device's state")
     ap.add_argument("--workdir", default=str(ROOT / "build" / "demo"))
@@ -366,6 +395,7 @@ def main(argv=None):
     print("cellmqtt demo: %s modem, %s, %s MQTT transport" % (modem_name, NARRATED[a.cloud], a.transport))
     rig = None
     tail = None
+    transcript = None
     try:
         over = {"cloud": {"huawei": huawei}} if huawei else {}
         rig = Rig(a.workdir, cloud, a.modem, a.transport, dynamic, a.fresh, variant=a.cloud, cfg_over=over)
@@ -374,7 +404,10 @@ def main(argv=None):
         print("Emulated %s on %s (its network side reaches the twin over real TLS)" % (modem_name, rig.port))
         print("Device flash: %s (config.json, secrets.json, certs/ca.pem)" % rig.flash)
         print("Starting the firmware on the MicroPython unix port...")
-        rig.start_firmware()
+        transcript = rig.logs / ("at-%s.txt" % rig.tag)
+        transcript.write_text("")  # this run's (a power cut in the outage scenario appends the next boot's)
+        fw_args = ["--transcript", str(transcript)]
+        rig.start_firmware(args=fw_args)
         fw = rig.fw
         tail = Tail(rig.fwlog, modem_name)
         tail.start()
@@ -383,6 +416,9 @@ def main(argv=None):
 
         def wait(what, fn):
             return rig.wait(what, fn, a.timeout)
+
+        if a.scenario == "outage":
+            return outage(rig, tail, a.timeout, fw_args)
 
         shown = set()
 
@@ -438,6 +474,107 @@ def main(argv=None):
             tail.stop_ = True
         if rig is not None:
             rig.stop()
+            if transcript is not None:
+                _written(transcript, rig.fwlog)
+
+
+def _written(transcript, log):
+    rel = lambda p: os.path.relpath(p, ROOT) if str(p).startswith(str(ROOT)) else str(p)  # noqa: E731
+    print("Wrote the AT transcript %s and the firmware log %s. To see them as a timeline with every code "
+          "explained:" % (rel(transcript), rel(log)))
+    print("  python -m tools.explain %s %s [--html timeline.html]" % (rel(transcript), rel(log)))
+
+
+def outage(rig, tail, timeout, fw_args):
+    """--scenario outage: a network loss, a modem crash and a power cut of the MCU, then the sample count."""
+    ctl, device = rig.ctl, rig.device
+
+    def wait(what, fn, t=timeout):
+        return rig.wait(what, fn, t)
+
+    def tel():
+        return ctl.telemetry(device)
+
+    def connects():
+        return len([c for c in ctl.connections(device) if c["accepted"]])
+
+    def depth_after(first_id):
+        # the outbox depth each sample saw when it was taken (the "outbox" reading), for samples from first_id on
+        out = [m["data"].get("outbox", 0) for m in tel().get("recent", []) if isinstance(m.get("data"), dict)
+               and _int(m.get("sample_id")) >= first_id]
+        return max(out or [0])
+
+    def back_online(what, n):
+        wait("the device to reconnect after the %s" % what, lambda: connects() > n)
+        reached = tel()["unique"]
+        last = max((_int(s) for s in tel()["samples"]), default=0)
+        wait("the outbox to drain after the %s" % what,
+             lambda: tel()["unique"] >= reached + 2 and _latest_outbox(tel()) <= 1)
+        return last
+
+    wait("the device to come online", lambda: any(x.endswith(" INFO running") for x in tail.seen))
+    wait("3 samples at the cloud", lambda: tel()["unique"] >= 3)
+    time.sleep(0.3)
+    _say("Online: %d samples delivered. Now the outage scenario." % tel()["unique"])
+
+    # 1. network loss: the cell goes away (+CEREG 2) and takes the MQTT link with it (+QMTSTAT 2); back after 8 s
+    n, first = connects(), max(_int(s) for s in tel()["samples"]) + 1
+    rig.modem_control({"cmd": "fault", "do": [{"action": "registration_lost", "stat": 2, "recover_s": 8,
+                                               "drop_links": True}, {"action": "pdp_lost"}]})
+    _say("Network lost for 8 s: the cell is gone (+CEREG: 2, searching), the data connection and the MQTT link "
+         "with it. Samples are still taken every 2 s and wait in the flash outbox...")
+    back_online("network loss", n)
+    _say("Network back: reconnected; the outbox held up to %d samples during the outage and has been sent "
+         "(depth %d now)." % (depth_after(first), _latest_outbox(tel())))
+
+    # 2. the modem crashes and reboots by itself
+    n, first = connects(), max(_int(s) for s in tel()["samples"]) + 1
+    rig.modem_control({"cmd": "fault", "do": {"action": "reset", "mode": "crash"}})
+    _say("Modem crash: the module rebooted on its own (RDY), losing its PDP context, TLS and MQTT sessions...")
+    back_online("modem reset", n)
+    _say("Recovered from the modem reset; outbox depth up to %d meanwhile, %d now." % (
+        depth_after(first), _latest_outbox(tel())))
+
+    # 3. power cut of the MCU: the firmware process is killed (no goodbye), off for 3 s, then boots again
+    n, before = connects(), tel()["unique"]
+    rig.stop_firmware(signal.SIGKILL)
+    _say("Power cut of the MCU: the firmware was killed mid-run (SIGKILL, as a power loss). Whatever it had "
+         "not yet handed to the cloud is in its flash outbox. Power back in 3 s...")
+    time.sleep(3)
+    rig.start_firmware(args=fw_args, append_log=True)
+    _say("The MCU boots again: the firmware reads its outbox, finds the module still holding the old MQTT "
+         "session, and reconnects.")
+    back_online("power cut", n)
+    t = tel()
+    ids = sorted(_int(s) for s in t["samples"])
+    gaps = (ids[-1] - ids[0] + 1) - len(ids)
+    dup = t["duplicates"]
+    _say("After the power cut: %d more samples arrived (outbox depth %d now)." % (t["unique"] - before,
+                                                                                   _latest_outbox(t)))
+    if gaps == 0:
+        how = "each exactly once" if dup == 0 else (
+            "each stored once: %d QoS 1 re-sends (published again because their acknowledgement was cut off) "
+            "were recognised by their id and dropped" % dup)
+        print("Outage demo complete: every sample arrived, ids %d..%d, 0 lost, %s; %d rejected." % (
+            ids[0], ids[-1], how, len(t.get("rejected", []))))
+    else:
+        missing = sorted(set(range(ids[0], ids[-1] + 1)) - set(ids))
+        print("Outage demo FAILED: %d samples lost (ids %s)." % (gaps, missing[:20]))
+    return 0 if gaps == 0 and not t.get("rejected") else 1
+
+
+def _int(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return -1
+
+
+def _latest_outbox(t):
+    recent = [m for m in t.get("recent", []) if isinstance(m.get("data"), dict)]
+    if not recent:
+        return 0
+    return max(recent, key=lambda m: _int(m.get("sample_id")))["data"].get("outbox", 0)
 
 
 def _readings(m):

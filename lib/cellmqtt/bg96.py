@@ -296,7 +296,7 @@ class Bg96(quectel.Quectel):
         if ip is None and err is not None:
             self.memo.forget("pdp")
             try:
-                why = (await at.cmd(b"AT+QIGETERROR", _QIGETERROR))[0][14:].decode()
+                why = (await at.cmd(b"AT+QIGETERROR", _QIGETERROR))[0][13:].decode()  # after "+QIGETERROR: "
             except (AtError, IndexError):
                 why = "?"
             raise md.PdpError("PDP context %d could not be activated (%s; %s)" % (cid, err, why))

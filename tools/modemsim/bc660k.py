@@ -650,7 +650,7 @@ class Bc660k(MqttCommands, CommonCommands, Modem):
             self._pdn_lost(urc=True)
             self.later(1.0, self._reattach)
         elif name == "registration_lost":
-            self.lose_registration(int(a["stat"]), a["recover_s"], bool(a["drop_links"]))
+            self.lose_registration(int(a["stat"]), a["recover_s"], bool(a["drop_links"]), a.get("cause"))
         elif name == "ssl_closed":
             if self.ssl_sock is None or self.ssl_sock["state"] != "connected":
                 raise FaultError("ssl_closed: no SSL connection")

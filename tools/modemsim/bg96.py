@@ -789,7 +789,7 @@ class Bg96(MqttCommands, CommonCommands, Modem):
             for cid in cids:
                 self._deactivate(int(cid), urc=True)
         elif name == "registration_lost":
-            self.lose_registration(int(a["stat"]), a["recover_s"], bool(a["drop_links"]))
+            self.lose_registration(int(a["stat"]), a["recover_s"], bool(a["drop_links"]), a.get("cause"))
         elif name == "ssl_closed":
             s = self.ssl_socks.get(int(a["client"]))
             if s is None or s.state != 2:

@@ -125,9 +125,18 @@ class CommonCommands:
             s += "," + self._reg_fields()
             if n >= 4:
                 s += ',,,"%s","%s"' % (self.psms["active"], self.psms["tau"])
-        return s
+        return s + self._reject(name, n)
 
-    def lose_registration(self, stat, recover_s, drop_links):
+    def _reject(self, name, n):
+        # 3GPP TS 27.007 10.1.22: with n = 3 or 5 a denied registration carries <cause_type>,<reject_cause>
+        # after the (here empty) <tac>,<ci>,<AcT>
+        cause = getattr(self, "reject_cause", None)
+        if name == "CEREG" and self.reg_stat == 3 and cause is not None and n in (3, 5):
+            return ",,,,0,%d" % cause
+        return ""
+
+    def lose_registration(self, stat, recover_s, drop_links, cause=None):
+        self.reject_cause = int(cause) if cause is not None and stat == 3 else None
         self.set_reg(stat)
         if drop_links:
             self.drop_links_on_coverage_loss()
@@ -318,7 +327,7 @@ class CommonCommands:
                 s += "," + self._reg_fields()
                 if n >= 4:
                     s += ',,,"%s","%s"' % (self.psms["active"], self.psms["tau"])
-            r.info(s)
+            r.info(s + self._reject(name, n))
         elif c.kind == "test":
             r.info("+%s: (0-%d)" % (name, max_n))
         elif c.kind == "write":

@@ -46,7 +46,9 @@ ACTIONS = {
     "reset": ({"mode": "crash"}, False),  # crash: reboot at once; clean: POWERED DOWN first
     "qmtstat": ({"client": 0, "code": 1}, False),  # close MQTT client, print +QMTSTAT: <client>,<code>
     "pdp_lost": ({"cid": None}, False),  # network deactivates the PDP context (profile's default cid)
-    "registration_lost": ({"stat": 2, "recover_s": 3.0, "drop_links": False}, False),
+    # cause: the EMM reject cause a denied registration (stat 3) reports in +CEREG with n = 3 or 5 (BC660K-GL;
+    # 3GPP TS 27.007 10.1.22: ...,<AcT>,<cause_type 0 = EMM>,<reject_cause>)
+    "registration_lost": ({"stat": 2, "recover_s": 3.0, "drop_links": False, "cause": None}, False),
     "tls_fail": ({"count": 1, "kind": "handshake"}, False),  # next TLS handshake(s) fail; kind handshake|cert|timeout
     "broker_refuse": ({"code": 5, "count": 1}, False),  # next MQTT CONNECT(s) refused with CONNACK code
     "corrupt_upload": ({"count": 1}, False),  # next QFUPL stores a flipped byte (checksum of what was stored)
