@@ -35,7 +35,7 @@ CME_TEXT = {
 }
 
 CERT_ITEMS = ("cacert", "clientcert", "clientkey")
-# PSM as a module in the field was found (the capture issue 15 quotes: +CPSMS: 1,,,"01000001","00100011",
+# PSM as a module in the field was found (a public field capture: +CPSMS: 1,,,"01000001","00100011",
 # T3412 10 h, T3324 3 min): what --psm-shipped puts in NV
 SHIPPED_PSM = {"mode": 1, "tau": "01000001", "active": "00100011"}
 CERT_MAX = 4096  # bytes per certificate/key; an emulator limit (the notes give none)
