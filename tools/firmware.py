@@ -229,16 +229,32 @@ def sizes(elf):
             sec[f[0]] = int(f[1])
     p = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True, check=False)
     text, data, bss = (int(x) for x in p.stdout.splitlines()[1].split()[:3])
-    frozen = 0
-    mapf = Path(elf).with_suffix(".map")
-    if mapf.exists():
-        # input sections of frozen_content.o: "<section> 0xADDR 0xSIZE .../frozen_content.o", the name on the
-        # line before when it is long
-        for m in re.finditer(r"^\s+(?:\.\S+\s+)?0x[0-9a-f]+\s+0x([0-9a-f]+)\s+\S*frozen_content\.o$",
-                             mapf.read_text(errors="replace"), re.M):
-            frozen += int(m.group(1), 16)
+    frozen = frozen_bytes(Path(elf).with_suffix(".map"))
     return {"flash_bytes": text + data, "ram_static_bytes": data + bss, "text": text, "data": data, "bss": bss,
             "frozen_bytes": frozen, "sections": sec}
+
+
+def frozen_bytes(mapf):
+    """Bytes the image's frozen content (frozen_content.o) takes, from the linker map: its input sections in the
+    image's loaded output sections (not the discarded ones, not debug information)."""
+    if not mapf.exists():
+        return 0
+    text = mapf.read_text(errors="replace")
+    text = text[text.find("Linker script and memory map"):]
+    out, total, pending = None, 0, None
+    for line in text.splitlines():
+        m = re.match(r"^(\.\S+)", line)
+        if m:
+            out = m.group(1)
+        if out is None or out.startswith((".debug", ".comment", ".ARM.attributes", ".stab")):
+            continue
+        # " .rodata.x  0xADDR  0xSIZE  .../frozen_content.o", or the section name alone on the line before
+        m = re.match(r"^ (\.\S+)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)$", line)
+        if m and m.group(4).endswith("frozen_content.o") and (m.group(1) or pending):
+            if int(m.group(2), 16):  # an address of 0: not placed
+                total += int(m.group(3), 16)
+        pending = re.match(r"^ \.\S+$", line)
+    return total
 
 
 def build(board, mpy_dir=None, jobs=2, force=False, quiet=False):

@@ -9,3 +9,4 @@ include("../../manifest.py", port_manifest=False, modem=("bg96", "bc660k"), tran
 module("board.py", opt=3)
 module("board_base.py", base_path="../common", opt=3)
 module("_boot.py", opt=3)
+module("bench_main.py", opt=3)  # `make bench` (tools/bench/mcu.py): seeded /main.py is "import bench_main"

@@ -21,46 +21,63 @@ static uint32_t cm3_semihost(uint32_t op, uint32_t arg) {
     return r0;
 }
 
+static uint64_t cm3_now_cycles(void);
+
 uint32_t cm3_epoch_s(void) {
-    return cm3_boot_epoch_s + cm3_ticks_ms / 1000;
+    return cm3_boot_epoch_s + (uint32_t)(cm3_now_cycles() / CM3_SYSCLK_HZ);
 }
 
 uint64_t mp_hal_time_ns(void) {
-    uint32_t ms = cm3_ticks_ms;
-    return ((uint64_t)cm3_boot_epoch_s * 1000 + ms) * 1000000ULL;
+    return (uint64_t)cm3_boot_epoch_s * 1000000000ULL + cm3_now_cycles() * (1000000000ULL / CM3_SYSCLK_HZ);
 }
 
 uint32_t cm3_random_seed(void) {
     return cm3_semihost(0x11, 0) ^ (CM3_SYST_CVR << 8) ^ cm3_ticks_ms;
 }
 
-// ---- SysTick: 1 ms from the 25 MHz processor clock (CSR: ENABLE | TICKINT | CLKSOURCE = processor)
+// ---- the time base. SysTick interrupts every 1 ms (CSR: ENABLE | TICKINT | CLKSOURCE = processor clock) to
+// wake the CPU and run the watchdog, but an emulator may deliver fewer interrupts than periods when the host
+// is busy, so the count of time is the CMSDK APB timer 0 (0x40000000, AN385) running down from 0xffffffff at
+// the 25 MHz PCLK: each reading adds the cycles since the previous one (one reading per 171 s is enough).
+
+#define CM3_TIMER0_CTRL CM3_REG(0x40000000)
+#define CM3_TIMER0_VALUE CM3_REG(0x40000004)
+#define CM3_TIMER0_RELOAD CM3_REG(0x40000008)
+
+static uint64_t cm3_cycles;
+static uint32_t cm3_timer_last;
+
+static uint64_t cm3_now_cycles(void) {
+    uint32_t primask;
+    __asm volatile ("mrs %0, primask\ncpsid i" : "=r" (primask) :: "memory");
+    uint32_t v = CM3_TIMER0_VALUE;
+    cm3_cycles += (uint32_t)(cm3_timer_last - v);
+    cm3_timer_last = v;
+    uint64_t c = cm3_cycles;
+    __asm volatile ("msr primask, %0" :: "r" (primask) : "memory");
+    return c;
+}
 
 static void cm3_systick_isr(void) {
-    cm3_ticks_ms += 1;
+    cm3_ticks_ms = (uint32_t)(cm3_now_cycles() / (CM3_SYSCLK_HZ / 1000));
     cm3_wdt_tick();
 }
 
 mp_uint_t mp_hal_ticks_ms(void) {
-    return cm3_ticks_ms;
+    return cm3_ticks_ms = (uint32_t)(cm3_now_cycles() / (CM3_SYSCLK_HZ / 1000));
 }
 
 mp_uint_t mp_hal_ticks_us(void) {
-    uint32_t ms, cvr;
-    do {
-        ms = cm3_ticks_ms;
-        cvr = CM3_SYST_CVR;
-    } while (ms != cm3_ticks_ms);  // a tick between the two reads: read again
-    return ms * 1000 + (CM3_SYST_RVR - cvr) / (CM3_SYSCLK_HZ / 1000000);
+    return (uint32_t)(cm3_now_cycles() / (CM3_SYSCLK_HZ / 1000000));
 }
 
 mp_uint_t mp_hal_ticks_cpu(void) {
-    return cm3_ticks_ms * (CM3_SYSCLK_HZ / 1000) + (CM3_SYST_RVR - CM3_SYST_CVR);
+    return (uint32_t)cm3_now_cycles();
 }
 
 void mp_hal_delay_ms(mp_uint_t ms) {
-    uint32_t t0 = cm3_ticks_ms;
-    while (cm3_ticks_ms - t0 < ms) {
+    uint32_t t0 = mp_hal_ticks_ms();
+    while (mp_hal_ticks_ms() - t0 < ms) {
         mp_event_wait_ms(1);  // handles pending callbacks, then waits for the next interrupt
     }
 }
@@ -113,6 +130,11 @@ void cm3_board_init(void) {
     if (cm3_boot_epoch_s == 0xffffffff) {
         cm3_boot_epoch_s = 0;
     }
+    CM3_TIMER0_CTRL = 0;
+    CM3_TIMER0_RELOAD = 0xffffffff;
+    CM3_TIMER0_VALUE = 0xffffffff;
+    cm3_timer_last = 0xffffffff;
+    CM3_TIMER0_CTRL = 1;  // enable, no interrupt
     CM3_SYST_RVR = CM3_SYSCLK_HZ / 1000 - 1;
     CM3_SYST_CVR = 0;
     CM3_SYST_CSR = 7;

@@ -74,7 +74,7 @@ void cm3_uart_isr(int n) {
                 u->head = next;
             }
         }
-        u->last_rx_ms = cm3_ticks_ms;
+        u->last_rx_ms = mp_hal_ticks_ms();
     }
 }
 
@@ -126,7 +126,7 @@ static void mp_machine_uart_init_helper(machine_uart_obj_t *self, size_t n_args,
     self->rxbuf = rxbuf;
     self->head = self->tail = 0;
     self->dropped = 0;
-    self->last_rx_ms = cm3_ticks_ms;
+    self->last_rx_ms = mp_hal_ticks_ms();
     while (CM3_UART_STATE(n) & STATE_RXFULL) {
         (void)CM3_UART_DATA(n);  // what arrived before: not this session's
     }
@@ -168,9 +168,9 @@ static bool mp_machine_uart_txdone(machine_uart_obj_t *self) {
 
 // wait up to ms for a byte in the ring (sleeping between interrupts); true when there is one
 static bool cm3_uart_wait(machine_uart_obj_t *self, uint32_t ms) {
-    uint32_t t0 = cm3_ticks_ms;
+    uint32_t t0 = mp_hal_ticks_ms();
     while (!cm3_uart_avail(self)) {
-        if (cm3_ticks_ms - t0 >= ms) {
+        if (mp_hal_ticks_ms() - t0 >= ms) {
             return false;
         }
         mp_event_wait_ms(1);
@@ -217,7 +217,7 @@ static mp_uint_t mp_machine_uart_ioctl(mp_obj_t self_in, mp_uint_t request, uint
         mp_uint_t ret = 0;
         size_t n = cm3_uart_avail(self);
         if ((arg & MP_STREAM_POLL_RD) && n
-            && (self->rxidle == 0 || n >= self->rxbuf / 2 || cm3_ticks_ms - self->last_rx_ms >= self->rxidle)) {
+            && (self->rxidle == 0 || n >= self->rxbuf / 2 || mp_hal_ticks_ms() - self->last_rx_ms >= self->rxidle)) {
             ret |= MP_STREAM_POLL_RD;
         }
         if (arg & MP_STREAM_POLL_WR) {

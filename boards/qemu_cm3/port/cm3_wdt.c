@@ -25,12 +25,12 @@ static machine_wdt_obj_t *mp_machine_wdt_make_new_instance(mp_int_t id, mp_int_t
         mp_raise_ValueError(MP_ERROR_TEXT("timeout"));
     }
     // once started a watchdog cannot be stopped; a second WDT() only changes the timeout, as on the STM32
-    cm3_wdt_fed_ms = cm3_ticks_ms;
+    cm3_wdt_fed_ms = mp_hal_ticks_ms();
     cm3_wdt_timeout_ms = timeout_ms;
     return &cm3_wdt_obj;
 }
 
 static void mp_machine_wdt_feed(machine_wdt_obj_t *self) {
     (void)self;
-    cm3_wdt_fed_ms = cm3_ticks_ms;
+    cm3_wdt_fed_ms = mp_hal_ticks_ms();
 }
