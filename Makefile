@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv test demo bench lint clean run
+.PHONY: all venv test demo bench lint clean run firmware mcu-test
 
 all: test
 
@@ -49,6 +49,26 @@ run: $(STAMP)
 	  rc=$$?; [ $$rc -eq 75 ] || exit $$rc; \
 	  echo "make run: the firmware asked for a reboot: starting it again"; \
 	done
+
+# make firmware [BOARD=stm32_bc660k|qemu_cm3] [MPY_DIR=your/micropython]: the board's real MicroPython image with
+# its manifest frozen in, into build/firmware/<board>/ (tools/firmware.py; every board with a firmware.json when
+# BOARD is not given). Needs gcc-arm-none-eabi and libnewlib-arm-none-eabi.
+BOARD ?=
+MPY_DIR ?=
+FIRMWARE_BOARDS = $(or $(BOARD),$(patsubst boards/%/firmware.json,%,$(wildcard boards/*/firmware.json)))
+
+firmware: $(STAMP)
+	@set -e; for b in $(FIRMWARE_BOARDS); do \
+	  $(PY) -m tools.firmware $$b $(if $(MPY_DIR),--mpy-dir "$(MPY_DIR)") -j2; done
+
+# make mcu-test [MCU_TEST_ARGS=...]: the firmware frozen into the qemu_cm3 image, run on QEMU's Cortex-M3 against
+# the modem emulator and the cloud twin, both modems, every fault (host_tests/test_mcu.py, long version). Unlike
+# `make test`, a missing toolchain or QEMU fails here instead of skipping.
+MCU_TEST_ARGS ?=
+
+mcu-test: $(STAMP)
+	$(PY) -m tools.firmware qemu_cm3 $(if $(MPY_DIR),--mpy-dir "$(MPY_DIR)") -j2
+	CELLMQTT_MCU_TEST=long $(PY) -m pytest -p no:cacheprovider host_tests/test_mcu.py $(MCU_TEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m tools.bench

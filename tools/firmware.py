@@ -272,6 +272,8 @@ def build(board, mpy_dir=None, jobs=2, force=False, quiet=False):
             rec = {}
         if not force and rec.get("digest") == d and (out / "firmware.elf").exists():
             _log(quiet, board, "up to date (%s)" % (out / "firmware.elf"))
+            if check_tools() is None:
+                rec.update(sizes(out / "firmware.elf"))  # read again: the figures are the image's, not the record's
             return dict(rec, dir=str(out), elf=str(out / "firmware.elf"))
         why = check_tools()
         if why:

@@ -1,10 +1,13 @@
 # qemu_cm3 bench entry (`make bench`, tools/bench/mcu.py seeds it as /main.py): the firmware as firmware/main.py
 # runs it, instrumented. Prints, for the host to parse:
 #   BENCH_BASELINE <heap bytes in use after start-up, after a collection>
-#   BENCH_CYCLE <samples> <bytes allocated since boot (not the probe's)> <heap in use> <UART reads> <AT commands> <largest free block>
-# at every telemetry cycle. UART reads count the AT engine's reads of the modem UART (each wake-up of the
+#   BENCH_CYCLE <samples> <bytes allocated since boot (not the probe's)> <heap in use> <UART reads> <AT commands>
+#               <largest free block, -1: not probed> <heap in use after a collection>
+# at every telemetry cycle (which then collects: the live heap is measured, the peak is the in-use figure). UART reads count the AT engine's reads of the modem UART (each wake-up of the
 # reader that found bytes); AT commands count the command lines sent. bench.json (on the flash, written by
-# the host) may set "rxidle" (the UART's quiet-line coalescing in ms; 0: off).
+# the host) may set "rxidle" (the UART's quiet-line coalescing in ms; 0: off), "collect" (collect at every
+# cycle), "largest_free" (probe the largest free block at every cycle), "headroom" (bytes left free above the
+# baseline, the rest pinned), "gc_threshold".
 import gc
 import json
 
@@ -68,11 +71,24 @@ def _largest_free():
 def _prepare(app):
     gc.collect()
     print("BENCH_BASELINE %d" % gc.mem_alloc())
+    headroom = _opts.get("headroom")
+    if headroom:  # pin all of the heap but that many bytes above the baseline (the peak the firmware needs)
+        app.ballast = []
+        size = 1024
+        while size >= 16 and gc.mem_free() > headroom + size + 64:
+            try:
+                app.ballast.append(bytearray(size))
+            except MemoryError:
+                size //= 2
     tm = app.telemetry
     def cycle():
+        total = micropython.mem_total() - _stats[2]
+        used = gc.mem_alloc()  # live objects and garbage not yet collected
+        if _opts.get("collect"):
+            gc.collect()
+        live = gc.mem_alloc()
         lf = _largest_free() if _opts.get("largest_free") else -1
-        print("BENCH_CYCLE %d %d %d %d %d %d" % (tm.samples, micropython.mem_total() - _stats[2], gc.mem_alloc(),
-                                                 _stats[0], _stats[1], lf))
+        print("BENCH_CYCLE %d %d %d %d %d %d %d" % (tm.samples, total, used, _stats[0], _stats[1], lf, live))
 
     tm.bench = cycle
 

@@ -1,9 +1,11 @@
 """Benchmarks of the firmware on the emulated Cortex-M3 (issue 16; the qemu_cm3 image, boards/qemu_cm3):
 
-* heap: in use after start-up (a collection first), the peak above it while the demo scenario runs (heap in
-  use at the telemetry cycles, largest), bytes allocated per telemetry cycle and the garbage a cycle leaves
-  (heap in use from one cycle to the next, after the collector ran) in steady state -- the image's own 64 KB
-  heap, 32-bit objects, bytecode frozen in flash;
+* heap: in use after start-up (a collection first), the peak the firmware needs above it (the scenario, a
+  modem reset included, re-run with all of the heap pinned but N KB above the baseline: the least N that
+  completes), bytes allocated per
+  telemetry cycle in steady state, how much of it is garbage for the collector and how much stays (the live
+  heap after a collection, cycle to cycle: a leak when > 0), and the smallest "largest free block" seen -- the
+  image's own 64 KB heap, 32-bit objects, bytecode frozen in flash;
 * UART reads per AT reply: the AT engine's reads of UART1 per command sent, with the board's rxidle
   coalescing (10 ms) and without it (rxidle=0);
 * flash: each board image's size from the linker (tools/firmware.py: text + data, and the frozen content's
@@ -70,19 +72,48 @@ def heap_figures(text):
     base = next((int(ln.split()[1]) for ln in lines if ln.startswith("BENCH_BASELINE")), None)
     cyc = cycles(text)
     res = {"baseline_after_start": base, "cycles": len(cyc), "peak_above_baseline": None, "alloc_per_cycle": None,
-           "garbage_per_cycle": None, "uart_reads_per_at_reply": None}
+           "garbage_per_cycle": None, "retained_per_cycle": None, "uart_reads_per_at_reply": None,
+           "uart_reads_per_at_reply_whole_run": None}
     if base is None or len(cyc) < 6:
         return res
-    steady = cyc[3:]
+    steady = cyc[3:]  # after the connect and the first publishes
+    n = len(steady) - 1
     res["peak_above_baseline"] = max(c[2] for c in cyc) - base
-    res["alloc_per_cycle"] = round((steady[-1][1] - steady[0][1]) / (len(steady) - 1))
-    res["garbage_per_cycle"] = round((steady[-1][2] - steady[0][2]) / (len(steady) - 1))
+    res["alloc_per_cycle"] = round((steady[-1][1] - steady[0][1]) / n)
+    res["retained_per_cycle"] = round((steady[-1][6] - steady[0][6]) / n)  # live heap growth: a leak if > 0
+    res["garbage_per_cycle"] = res["alloc_per_cycle"] - max(res["retained_per_cycle"], 0)
     reads, cmds = steady[-1][3] - steady[0][3], steady[-1][4] - steady[0][4]
     res["uart_reads_per_at_reply"] = round(reads / cmds, 1) if cmds else None
+    last = cyc[-1]
+    res["uart_reads_per_at_reply_whole_run"] = round(last[3] / last[4], 1) if last[4] else None
     lf = [c[5] for c in cyc if c[5] >= 0]
     if lf:
         res["largest_free_min"] = min(lf)
     return res
+
+
+def completes(rig, elf, opts):
+    """Whether the scenario (samples, a command, a modem reset, more samples) completes without a MemoryError."""
+    try:
+        text = run_scenario(rig, elf, opts, samples=8, faults=[{"action": "reset", "mode": "crash"}], timeout=40)
+    except SystemExit:
+        return False
+    return "MemoryError" not in text
+
+
+def peak_need(rig, elf, step=1024):
+    """The heap the running firmware needs above its post-start baseline: the scenario re-run with all of the
+    64 KB heap pinned but N bytes above the baseline, N bisected (1 KB steps) to the least that completes."""
+    lo, hi = 0, 24 * 1024
+    if not completes(rig, elf, {"headroom": hi}):
+        return None
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if completes(rig, elf, {"headroom": mid}):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def flash_figures():
@@ -126,11 +157,14 @@ def main():
     rig = Rig(work, "huawei", "bg96", fresh=True, quiet=True, interval=1, board="qemu_cm3")
     try:
         t0 = time.monotonic()
-        text = run_scenario(rig, elf, {"largest_free": True}, samples=14)
+        text = run_scenario(rig, elf, {"largest_free": True, "collect": True}, samples=14)
         res.update(heap_figures(text))
         res["scenario_s"] = round(time.monotonic() - t0, 1)
-        text0 = run_scenario(rig, elf, {"rxidle": 0}, samples=14)
-        res["uart_reads_per_at_reply_no_rxidle"] = heap_figures(text0)["uart_reads_per_at_reply"]
+        res["peak_above_baseline"] = peak_need(rig, elf)
+        text0 = run_scenario(rig, elf, {"rxidle": 0, "collect": True}, samples=14)
+        h0 = heap_figures(text0)
+        res["uart_reads_per_at_reply_no_rxidle"] = h0["uart_reads_per_at_reply"]
+        res["uart_reads_per_at_reply_whole_run_no_rxidle"] = h0["uart_reads_per_at_reply_whole_run"]
         res["heap_size"] = 65536
     except SystemExit as e:
         res["failed"] = str(e)
