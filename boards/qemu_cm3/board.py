@@ -12,8 +12,9 @@ _RXBUF = const(4096)  # the port's largest ring: a +QMTRECV plus URCs while the 
 # rxidle: poll() says readable once the line has been quiet 10 ms (or the ring is half full), so a reply is
 # read in a few reads instead of one per byte burst (make bench: UART reads per AT reply)
 RXIDLE_MS = 10
-# the app's watchdog timeout is used as it is (the stand-in has no hardware limit)
-_WDT_MAX_MS = None
+# the CMSDK APB watchdog counts 2 x 2^32 cycles of 25 MHz at most (~343 s); longer app timeouts are extended in
+# software (board_base._LongWatchdog)
+_WDT_MAX_MS = const(340000)
 
 
 class Board(McuBoard):

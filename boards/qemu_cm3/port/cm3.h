@@ -36,7 +36,8 @@ extern volatile uint32_t cm3_ticks_ms;
 void cm3_board_init(void);
 void cm3_board_run_boot(void);
 void cm3_uart_isr(int n);
-void cm3_wdt_tick(void);
+void cm3_wdt_nmi(void);
+void cm3_set_reset_cause(uint32_t cause);
 MP_NORETURN void cm3_system_reset(uint32_t cause);
 uint32_t cm3_reset_cause(void);
 

@@ -1,4 +1,4 @@
-// qemu_cm3 (cellmqtt): SysTick time base, the interrupt vector table, the boot sequence, the RAM disk block
+// qemu_cm3 (cellmqtt): the time base (CMSDK timer 0, SysTick wake-ups), the interrupt vector table, the boot sequence, the RAM disk block
 // device and the semihosting clock. Our own code for the project's test board; see boards/qemu_cm3/README.md.
 #include <string.h>
 
@@ -36,7 +36,7 @@ uint32_t cm3_random_seed(void) {
 }
 
 // ---- the time base. SysTick interrupts every 1 ms (CSR: ENABLE | TICKINT | CLKSOURCE = processor clock) to
-// wake the CPU and run the watchdog, but an emulator may deliver fewer interrupts than periods when the host
+// wake the CPU, but an emulator may deliver fewer interrupts than periods when the host
 // is busy, so the count of time is the CMSDK APB timer 0 (0x40000000, AN385) running down from 0xffffffff at
 // the 25 MHz PCLK: each reading adds the cycles since the previous one (one reading per 171 s is enough).
 
@@ -60,7 +60,6 @@ static uint64_t cm3_now_cycles(void) {
 
 static void cm3_systick_isr(void) {
     cm3_ticks_ms = (uint32_t)(cm3_now_cycles() / (CM3_SYSCLK_HZ / 1000));
-    cm3_wdt_tick();
 }
 
 mp_uint_t mp_hal_ticks_ms(void) {
@@ -115,6 +114,7 @@ void cm3_board_init(void) {
     for (int i = 16; i < CM3_N_VECTORS; ++i) {
         cm3_vectors[i] = isr_vector[3];  // HardFault: an interrupt nobody enabled
     }
+    cm3_vectors[2] = (uint32_t)cm3_wdt_nmi;  // the watchdog's first expiry (AN385: its interrupt is the NMI)
     cm3_vectors[15] = (uint32_t)cm3_systick_isr;
     cm3_vectors[16 + CM3_IRQ_UART_RX(0)] = (uint32_t)cm3_uart0_rx;
     cm3_vectors[16 + CM3_IRQ_UART_RX(1)] = (uint32_t)cm3_uart1_rx;
@@ -249,6 +249,10 @@ MP_NORETURN void cm3_system_reset(uint32_t cause) {
     __asm volatile ("dsb");
     for (;;) {
     }
+}
+
+void cm3_set_reset_cause(uint32_t cause) {
+    CM3_REG(CM3_RESET_WORD_ADDR) = CM3_RESET_MAGIC | cause;
 }
 
 void cm3_reset_init(void) {

@@ -1,6 +1,6 @@
 // qemu_cm3 (cellmqtt): the port half of the time module (included by extmod/modtime.c): time() and
-// gmtime()/localtime() from the host's clock read once at boot (semihosting SYS_TIME) plus the SysTick
-// uptime -- the RTC stand-in. ticks_*/sleep_* come from mp_hal (cm3_hal.c).
+// gmtime()/localtime() from the host's clock read once at boot (semihosting SYS_TIME) plus the uptime
+// (the CMSDK timer 0 time base, cm3_hal.c) -- the RTC stand-in. ticks_*/sleep_* come from mp_hal (cm3_hal.c).
 #include "shared/timeutils/timeutils.h"
 
 uint32_t cm3_epoch_s(void);
