@@ -284,11 +284,14 @@ def build(board, mpy_dir=None, jobs=2, force=False, quiet=False):
         tree = _shadow_tree(board, s, out, mpy_dir, quiet) if mpy_dir else _tarball_tree(board, s, out, quiet)
         _log(quiet, board, "[2/5] board layer: %s %s" % (s["port"], s["base_board"]))
         _board_layer(board, s, tree, quiet)
-        logpath = out / "build.log"
-        bdir = out / "build"
+        # the build folders of the pinned tree and of MPY_DIR apart: make goes by timestamps, and objects of one
+        # tree must never count as up to date for the other
+        sfx = "-mpy-dir" if mpy_dir else ""
+        logpath = out / ("build%s.log" % sfx)
+        bdir = out / ("build" + sfx)
         with open(logpath, "wb") as logf:
             _log(quiet, board, "[3/5] mpy-cross (log: %s)" % logpath)
-            mpyx = out / "mpy-cross"
+            mpyx = out / ("mpy-cross" + sfx)
             if _make(board, tree, "mpy-cross", ["BUILD=" + str(mpyx)], jobs, logf) != 0:
                 raise BuildError("mpy-cross did not build:\n" + fu._tail(logpath))
             _log(quiet, board, "[4/5] ports/%s BOARD=%s with boards/%s/manifest.py frozen" % (
