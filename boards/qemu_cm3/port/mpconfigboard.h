@@ -11,6 +11,10 @@
 #define MICROPY_TIMESTAMP_IMPL (1)  // MICROPY_TIMESTAMP_IMPL_UINT: 32-bit seconds, no 64-bit division (libgcc)
 #define MICROPY_PY_ASYNCIO (1)
 #define MICROPY_PY_OS_SYNC (1)
+#define MICROPY_SSL_MBEDTLS (1)  // for hashlib only: the hash files of mbed TLS (mpconfigboard.mk)
+#define MICROPY_PY_HASHLIB_SHA1 (1)
+#define MICROPY_PY_HASHLIB_MD5 (1)
+#define MICROPY_PY_CRYPTOLIB (0)
 #define MICROPY_PY_MACHINE_INCLUDEFILE "boards/QEMU_CM3/cm3_machine.c"
 #define MICROPY_PY_MACHINE_UART (1)
 #define MICROPY_PY_MACHINE_UART_INCLUDEFILE "boards/QEMU_CM3/cm3_uart.c"

@@ -19,5 +19,10 @@ MPY_CROSS_FLAGS += -march=armv7m
 MICROPY_HEAP_SIZE = 65536
 MICROPY_VFS_LFS2 = 1
 
+# hashlib's SHA-1 (and SHA-256, MD5) from mbed TLS -- the hash files only (lib/mbedtls from Debian's mbedtls
+# source, firmware.json "mbedtls"); the ssl module stays off
+CFLAGS += -I$(TOP)/lib/mbedtls/include -DMBEDTLS_CONFIG_FILE='"boards/QEMU_CM3/mbedtls_config_board.h"'
+SRC_C += $(addprefix lib/mbedtls/library/,sha1.c sha256.c md5.c platform_util.c)
+
 # the files extmod includes (machine.UART, machine.WDT, machine, time): scanned for their qstrs
 SRC_QSTR += boards/QEMU_CM3/cm3_uart.c boards/QEMU_CM3/cm3_wdt.c boards/QEMU_CM3/cm3_machine.c boards/QEMU_CM3/cm3_time.c
