@@ -18,7 +18,8 @@ MicroPython checkout with its submodules, used through a shadow tree of symlinks
 so the patch set never touches the user's tree). The board's manifest.py is the FROZEN_MANIFEST; MPY_LIB_DIR is
 the tree's lib/micropython-lib (require("hmac")).
 
-The image lands in build/firmware/<board>/ (firmware.elf plus .dfu/.hex/.bin where the port makes them) with
+The image lands in build/firmware/<board>/ (firmware.elf plus firmware.dfu, firmware.hex and firmware0.bin /
+firmware1.bin where the port makes them) with
 ``firmware.json``: the inputs' digest, the image's flash and RAM use (arm-none-eabi-size: text + data is
 flash, data + bss is static RAM) and the bytes the frozen content takes (the linker map's frozen_content.o).
 A second run with unchanged inputs (the board folder, the root manifest, lib/cellmqtt, firmware/app, the pinned
@@ -304,19 +305,16 @@ def build(board, mpy_dir=None, jobs=2, force=False, quiet=False):
                 raise BuildError("ports/%s did not build:\n%s" % (s["port"], fu._tail(logpath)))
         _log(quiet, board, "[5/5] image")
         made = []
-        for ext in ("elf", "dfu", "hex", "bin", "map"):
-            src = bdir / ("firmware." + ext)
+        # the stm32 port writes firmware0.bin (flash sector 0, the vectors) and firmware1.bin (from 0x08020000):
+        # one .bin of the whole range would also overwrite the internal filesystem's sectors in between
+        for name in ("firmware.elf", "firmware.dfu", "firmware.hex", "firmware.bin", "firmware0.bin", "firmware1.bin",
+                     "firmware.map"):
+            src = bdir / name
             if src.exists():
-                shutil.copy2(src, out / ("firmware." + ext))
-                made.append("firmware." + ext)
+                shutil.copy2(src, out / name)
+                made.append(name)
         if "firmware.elf" not in made:
             raise BuildError("ports/%s made no firmware.elf in %s" % (s["port"], bdir))
-        if "firmware.bin" not in made and s["port"] == "stm32":
-            # the stm32 port writes firmware0.bin (flash sector 0) and firmware1.bin: one .bin for st-flash
-            p = subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", str(out / "firmware.elf"),
-                                str(out / "firmware.bin")], capture_output=True, check=False)
-            if p.returncode == 0:
-                made.append("firmware.bin")
         rec = {"board": board, "port": s["port"], "base_board": s["base_board"], "digest": d,
                "micropython": str(mpy_dir) if mpy_dir else fu.MP_VERSION, "files": made,
                "build_s": round(time.monotonic() - t0, 1)}
