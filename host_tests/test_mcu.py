@@ -1,7 +1,8 @@
 """The firmware on an emulated Cortex-M3 (issue 16): the qemu_cm3 image (boards/qemu_cm3, `make firmware
 BOARD=qemu_cm3`) with the firmware frozen in, its UART1 on the modem emulator's pty, real TLS to the cloud
-twin. The short version of `make mcu-test` (tools/mcu_test.py runs the long one): for each modem, telemetry
-accepted, a command answered, a modem reset and a link loss survived with zero samples lost.
+twin. For each modem: telemetry accepted, a command answered, a modem reset and a link loss survived with zero
+samples lost; and the board layer itself. `make mcu-test` runs the long version (CELLMQTT_MCU_TEST=long: every
+fault, EnOS with sha256 and sha1, the socket transport).
 
 Skipped, with the reason, when the machine has no arm-none-eabi-gcc or qemu-system-arm. The QEMU runs share
 one xdist group: they never run in parallel with each other (each takes a CPU while it runs).
