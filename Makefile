@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all help venv test demo bench soak lint clean run
+.PHONY: all help venv test demo bench soak lint clean run firmware mcu-test
 
 # plain `make` prints the targets and variables (make test runs the suite)
 all: help
@@ -21,6 +21,8 @@ help:
 	@echo "  run     the firmware on this PC against a real modem or the emulator (CONFIG= required)"
 	@echo "  bench   the benchmarks (build/bench.json, build/bench.md)"
 	@echo "  soak    the chaos soak: random faults of every class, then zero lost, tasks alive, heap flat"
+	@echo "  firmware  build a board image (BOARD=stm32_bc660k|qemu_cm3|all; MPY_DIR= your own MicroPython tree)"
+	@echo "  mcu-test  the firmware on the emulated Cortex-M3 (qemu_cm3) end to end, both modems"
 	@echo "  lint    ruff over lib, firmware, boards, tools, host_tests"
 	@echo "  clean   remove .venv, build/ and pytest's cache"
 	@echo ""
@@ -31,6 +33,8 @@ help:
 	@echo "  run:   CONFIG=path/config.json  PORT=/dev/ttyUSB2  SECRETS=file  TRANSCRIPT=file  HEAPSIZE=512k"
 	@echo "  test:  PYTEST_ARGS=... ($(PYTEST_ARGS))"
 	@echo "  soak:  MODEM=bg96|bc660k|bg95 (default both)  MINUTES=$(MINUTES)  SEED=$(SEED)  SOAK_ARGS=..."
+	@echo "  firmware: BOARD=$(BOARD)  MPY_DIR=$(MPY_DIR)"
+	@echo "  mcu-test: MCU_TEST_ARGS=$(MCU_TEST_ARGS)"
 	@echo "  setup: PYTHON=$(PYTHON)  VENV=$(VENV)"
 
 venv: $(STAMP)
@@ -74,6 +78,26 @@ run: $(STAMP)
 	  rc=$$?; [ $$rc -eq 75 ] || exit $$rc; \
 	  echo "make run: the firmware asked for a reboot: starting it again"; \
 	done
+
+# make firmware [BOARD=stm32_bc660k|qemu_cm3] [MPY_DIR=your/micropython]: the board's real MicroPython image with
+# its manifest frozen in, into build/firmware/<board>/ (tools/firmware.py; every board with a firmware.json when
+# BOARD is not given). Needs gcc-arm-none-eabi and libnewlib-arm-none-eabi.
+BOARD ?=
+MPY_DIR ?=
+FIRMWARE_BOARDS = $(or $(BOARD),$(patsubst boards/%/firmware.json,%,$(wildcard boards/*/firmware.json)))
+
+firmware: $(STAMP)
+	@set -e; for b in $(FIRMWARE_BOARDS); do \
+	  $(PY) -m tools.firmware $$b $(if $(MPY_DIR),--mpy-dir "$(MPY_DIR)") -j2; done
+
+# make mcu-test [MCU_TEST_ARGS=...]: the firmware frozen into the qemu_cm3 image, run on QEMU's Cortex-M3 against
+# the modem emulator and the cloud twin, both modems, every fault (host_tests/test_mcu.py, long version). Unlike
+# `make test`, a missing toolchain or QEMU fails here instead of skipping.
+MCU_TEST_ARGS ?=
+
+mcu-test: $(STAMP)
+	$(PY) -m tools.firmware qemu_cm3 $(if $(MPY_DIR),--mpy-dir "$(MPY_DIR)") -j2
+	CELLMQTT_MCU_TEST=long $(PY) -m pytest -p no:cacheprovider host_tests/test_mcu.py $(MCU_TEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m tools.bench

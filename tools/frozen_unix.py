@@ -212,6 +212,8 @@ def _source_tree(cache, tls, quiet):
 def _make(src, subdir, args, jobs, logf):
     # the caller's make variables (MAKEFLAGS: e.g. `make bench PORT=...`) must not reach MicroPython's Makefiles
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    # MicroPython's makeversionhdr asks git for a version: not our repository's (the tree lives inside it)
+    env["GIT_CEILING_DIRECTORIES"] = str(src.parent)
     cmd = ["make", "-C", str(src / subdir), "-j%d" % jobs, "PYTHON=" + sys.executable] + args
     logf.write(("$ " + " ".join(cmd) + "\n").encode())
     logf.flush()

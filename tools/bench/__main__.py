@@ -37,6 +37,21 @@ BENCHES = [
         ("alloc_per_cycle", 1024, "<=", "bytes allocated per telemetry cycle, steady state (64-bit port)"),
         ("frozen32_alloc_per_cycle", 1024, "<=", "bytes allocated per telemetry cycle, frozen (32-bit port)"),
     ]),
+    # the firmware frozen into the qemu_cm3 image on QEMU's Cortex-M3 (64 KB heap), and each board image's flash
+    ("py:tools.bench.mcu", None, [
+        ("baseline_after_start", None, "", "heap in use after start-up, qemu_cm3 image (64 KB heap)"),
+        ("peak_above_baseline", 16384, "<=", "peak heap in use above the post-start baseline, qemu_cm3"),
+        ("alloc_per_cycle", 1024, "<=", "bytes allocated per telemetry cycle, qemu_cm3"),
+        ("garbage_per_cycle", None, "", "garbage per telemetry cycle (allocated, then collected), qemu_cm3"),
+        ("retained_per_cycle", 0, "<=", "live heap growth per telemetry cycle (a leak when > 0), qemu_cm3"),
+        ("largest_free_min", 4096, ">=", "smallest largest-free-block seen at a telemetry cycle, qemu_cm3"),
+        ("uart_reads_per_at_reply", None, "", "UART reads per AT command, steady state, rxidle 10 ms, qemu_cm3"),
+        ("uart_reads_per_at_reply_no_rxidle", None, "", "UART reads per AT command, steady state, no rxidle, qemu_cm3"),
+        ("flash_bytes", None, "", "image flash bytes (linker: text + data)"),
+        ("frozen_bytes", None, "", "frozen content bytes in the image (linker map)"),
+        ("total_mpy", None, "", "frozen .mpy bytes of the board's manifest (tools/frozen_size)"),
+        ("ram_static_bytes", None, "", "static RAM bytes of the image (data + bss)"),
+    ]),
     # what each MCU board's manifest freezes, compiled with its own mpy-cross options (tools/frozen_size.py)
     ("size:esp32_bg96", None, [("total_mpy", 48 * 1024, "<=", "frozen .mpy bytes, ESP32 + BG96 board")]),
     ("size:stm32_bc660k", None, [("total_mpy", 48 * 1024, "<=", "frozen .mpy bytes, STM32 + BC660K-GL board")]),
@@ -74,6 +89,8 @@ def _script_of(name):
         return "size:" + name[12:]
     if name.startswith("e2e_"):
         return "py:tools.bench.e2e"
+    if name.startswith("mcu_"):
+        return "py:tools.bench.mcu"
     return {"at_parse": "tools/bench/at_parse.py", "outbox": "tools/bench/outbox.py"}.get(name)
 
 
@@ -91,6 +108,8 @@ def table(results):
             v = res[metric]
             if res["name"].startswith("e2e_commands_"):  # one result per modem
                 desc = "%s (%s)" % (desc.split(" (")[0], res["name"][13:])
+            if res["name"].startswith("mcu_image_"):  # one result per board image
+                desc = "%s, %s" % (desc, res["name"][10:])
             if goal is None:  # reported for context, no goal
                 rows.append((desc, fmt(v), "", ""))
                 continue
