@@ -47,8 +47,8 @@ def bc660k_push(p, item, data):
     p.read_until(rb"> ")
     time.sleep(0.6)  # the module drops what arrives within 500 ms of the prompt
     p.write(data + b"\x1a")
-    out = p.read_until(OK)
-    assert out == b'\r\n+QSSLCFG: 0,0,"%s",%d\r\n\r\nOK\r\n' % (item.encode(), len(data)), out
+    out = p.read_until(OK)  # the content shown back first (BC660K-GL&BC950K-GL MQTT AN V1.2, 6.2)
+    assert out == data + b'\r\n+QSSLCFG: 0,0,"%s",%d\r\n\r\nOK\r\n' % (item.encode(), len(data)), out
 
 
 class Watcher:
